@@ -1,0 +1,10 @@
+"""Simulator backends behind one interface: a `Suite` of tasks and a gymnasium `Env` per task.
+
+Backends register themselves in `BACKENDS`; importing this package registers the built-in ones
+(the simulators themselves are imported lazily, when an environment is made).
+"""
+
+from envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Suite, TaskEnv, make_suite, scene_seed
+from envs import metaworld_backend as _metaworld_backend  # noqa: F401  (registers "metaworld")
+
+__all__ = ["BACKENDS", "ArraySpec", "Backend", "EnvSettings", "Suite", "TaskEnv", "make_suite", "scene_seed"]

@@ -1,0 +1,147 @@
+"""The backend interface every simulator implements.
+
+A *backend* (Meta-World, RLBench, ...) offers one or more *suites*. A suite names its tasks,
+declares its observation and action specs, its episode length and (where the simulator has
+them) a scripted expert per task, and makes one gymnasium `Env` per task.
+
+Scenes are seeded: `env.reset(seed=scene_seed(split, base_seed, task_index, episode))` builds the
+same scene on every run, and the "train" (demos) and "eval" splits draw from disjoint seed
+streams, so evaluation scenes never coincide with demo scenes.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from rlmtl.registry import Registry
+
+SPLITS = {"train": 0, "eval": 1}
+
+Observation = dict[str, np.ndarray]
+Expert = Callable[[Observation], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Shape, dtype and (for actions) bounds of one array."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    low: float | None = None
+    high: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ArraySpec":
+        return cls(tuple(int(s) for s in data["shape"]), str(data["dtype"]), data.get("low"), data.get("high"))
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """What an environment must produce: picklable, so worker processes can rebuild it."""
+
+    backend: str
+    suite: str
+    task: str
+    cameras: tuple[str, ...] = ()
+    image_size: int = 64
+    max_episode_steps: int = 0
+    video_camera: str = ""
+    video_size: int = 0
+    extra: tuple[tuple[str, Any], ...] = ()  # backend-specific options as (key, value) pairs
+
+
+class TaskEnv(gym.Env):
+    """A gymnasium Env for one task. Observations are dicts of numpy arrays.
+
+    `reset(seed=s)` must build the same scene for the same `s`; `info["scene"]` (a float vector)
+    identifies it. `step` reports `info["success"]` (bool). `render()` returns an HxWx3 uint8
+    frame from the video camera when `EnvSettings.video_size > 0`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+    render_mode = "rgb_array"
+
+
+class Suite(abc.ABC):
+    """A named set of tasks of one backend."""
+
+    backend: str
+    name: str
+    task_names: list[str]
+    max_episode_steps: int
+    default_camera: str
+    cameras: list[str]
+
+    @abc.abstractmethod
+    def observation_spec(self, cameras: list[str], image_size: int) -> dict[str, ArraySpec]:
+        """Spec of every observation key the env returns with these cameras."""
+
+    @abc.abstractmethod
+    def action_spec(self) -> ArraySpec:
+        """Spec of the action vector (bounds included)."""
+
+    @abc.abstractmethod
+    def make_env(self, settings: EnvSettings) -> TaskEnv:
+        """Build the gymnasium Env of `settings.task`."""
+
+    def make_expert(self, task: str) -> Expert | None:
+        """A scripted expert for `task`, or None when the backend has none."""
+        return None
+
+    def select_tasks(self, requested: list[str]) -> list[str]:
+        """`requested` validated against the suite (empty = every task, in the suite's order)."""
+        for task in requested:
+            self.task_index(task)
+        if len(set(requested)) != len(requested):
+            raise KeyError(f"duplicate task names in {requested}")
+        return list(requested) or list(self.task_names)
+
+    def task_index(self, task: str) -> int:
+        try:
+            return self.task_names.index(task)
+        except ValueError:
+            raise KeyError(
+                f"unknown task {task!r} in suite {self.name!r} (tasks: {', '.join(self.task_names)})"
+            ) from None
+
+
+class Backend(abc.ABC):
+    """A simulator: a factory of suites."""
+
+    name: str
+    suite_names: list[str]
+
+    @abc.abstractmethod
+    def make_suite(self, suite: str) -> Suite:
+        """The suite called `suite`."""
+
+
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+
+
+def make_suite(backend: str, suite: str) -> Suite:
+    """Look up a backend by name and return its suite; unknown names raise KeyError naming them."""
+    instance = BACKENDS.get(backend)()
+    if suite not in instance.suite_names:
+        raise KeyError(f"unknown suite {suite!r} of backend {backend!r} (suites: {', '.join(instance.suite_names)})")
+    return instance.make_suite(suite)
+
+
+def scene_seed(split: str, base_seed: int, task_index: int, episode: int) -> int:
+    """Seed of episode `episode` of task `task_index` in `split` ("train" or "eval").
+
+    Each (split, base_seed, task, episode) tuple gets its own SeedSequence stream, so splits never
+    share a seed and the scene of an episode does not depend on how many episodes are run.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (splits: {', '.join(SPLITS)})")
+    sequence = np.random.SeedSequence([SPLITS[split], base_seed, task_index, episode])
+    return int(sequence.generate_state(1, dtype=np.uint32)[0])

@@ -1,0 +1,127 @@
+"""`rlmtl collect`: scripted-expert demos for every task, in parallel, into one dataset file.
+
+Attempt `a` of task `t` always uses scene `scene_seed("train", data.seed, t, a)`. Attempts run in
+rounds; after each round a task that has fewer successful demos than asked gets more attempts,
+up to `data.max_attempts_per_demo` x the request. The demos kept are the successful attempts
+with the lowest indices, so the file does not depend on the number of workers or on timing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from envs import EnvSettings, make_suite, scene_seed
+from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
+from rlmtl.data.dataset import Episode, TaskRecord, read_attrs, write_dataset
+from rlmtl.errors import DatasetError, RlmtlError
+from rlmtl.rollout import run_episode
+from rlmtl.workers import make_executor, resolve_workers
+
+_WORKER_CACHE: dict = {}
+
+
+def env_settings(config: RunConfig, task: str, **changes) -> EnvSettings:
+    """The EnvSettings of `task` under `config` (observations as configured)."""
+    settings = EnvSettings(
+        backend=config.env.backend,
+        suite=config.env.suite,
+        task=task,
+        cameras=tuple(config.env.cameras),
+        image_size=config.env.image_size,
+        max_episode_steps=config.env.max_episode_steps,
+    )
+    return replace(settings, **changes)
+
+
+def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode | None:
+    """Worker job: one expert episode; None when the expert failed."""
+    if settings not in _WORKER_CACHE:
+        suite = make_suite(settings.backend, settings.suite)
+        expert = suite.make_expert(settings.task)
+        if expert is None:
+            raise RlmtlError(f"backend {settings.backend!r} has no scripted expert for task {settings.task!r}")
+        _WORKER_CACHE[settings] = (suite.make_env(settings), expert)
+    env, expert = _WORKER_CACHE[settings]
+    outcome, episode = run_episode(env, expert, seed, record=True)
+    if not outcome.success:
+        return None
+    assert episode is not None
+    episode.attempt = attempt
+    return episode
+
+
+def dataset_is_current(path: Path, config: RunConfig) -> bool:
+    """True when `path` exists and was written with the same collection settings."""
+    if not path.is_file():
+        return False
+    try:
+        attrs = read_attrs(path)
+    except DatasetError:
+        return False
+    return attrs.get("fingerprint") == dataset_fingerprint(config)
+
+
+def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
+    """Collect (or reuse) the dataset of `config`; returns its path."""
+    path = dataset_path(config)
+    if not force and dataset_is_current(path, config):
+        print(f"rlmtl collect: reusing {path} (same settings)", file=sys.stderr)
+        return path
+    suite = make_suite(config.env.backend, config.env.suite)
+    tasks = suite.select_tasks(config.env.tasks)
+    obs_spec = suite.observation_spec(config.env.cameras, config.env.image_size)
+    wanted = config.data.demos_per_task
+    max_attempts = max(wanted, math.ceil(wanted * config.data.max_attempts_per_demo))
+    kept: dict[str, list[Episode]] = {task: [] for task in tasks}
+    attempts = {task: 0 for task in tasks}
+    settings = {task: env_settings(config, task) for task in tasks}
+    workers = resolve_workers(config.data.workers)
+    bar = tqdm(total=wanted * len(tasks), desc="collect", unit="demo", disable=not progress, file=sys.stderr)
+    with make_executor(workers) as pool:
+        while True:
+            jobs = []
+            for task in tasks:
+                missing = wanted - len(kept[task])
+                budget = max_attempts - attempts[task]
+                # ask for a little more than missing, since the expert fails on some scenes
+                count = min(budget, missing + math.ceil(0.1 * missing)) if missing > 0 else 0
+                for attempt in range(attempts[task], attempts[task] + count):
+                    seed = scene_seed("train", config.data.seed, suite.task_index(task), attempt)
+                    jobs.append((task, pool.submit(_expert_episode, settings[task], seed, attempt)))
+                attempts[task] += count
+            if not jobs:
+                break
+            for task, future in jobs:
+                episode = future.result()
+                if episode is not None and len(kept[task]) < wanted:
+                    kept[task].append(episode)
+                    bar.update(1)
+            for task in tasks:
+                kept[task].sort(key=lambda e: e.attempt)
+    bar.close()
+    shortfall = {task: wanted - len(kept[task]) for task in tasks if len(kept[task]) < wanted}
+    if shortfall:
+        details = ", ".join(f"{task}: {wanted - n}/{wanted} after {attempts[task]} attempts" for task, n in shortfall.items())
+        print(f"rlmtl collect: shortfall of successful demos ({details})", file=sys.stderr)
+    records = [
+        TaskRecord(task, suite.task_index(task), kept[task], wanted, attempts[task]) for task in tasks
+    ]
+    attrs = {
+        "backend": config.env.backend,
+        "suite": config.env.suite,
+        "tasks": tasks,
+        "observation_spec": {k: v.to_dict() for k, v in obs_spec.items()},
+        "action_spec": suite.action_spec().to_dict(),
+        "seeds": {"split": "train", "base_seed": config.data.seed, "scene_seed": "SeedSequence([0, base_seed, task_index, attempt])"},
+        "max_episode_steps": config.env.max_episode_steps or suite.max_episode_steps,
+        "fingerprint": dataset_fingerprint(config),
+        "shortfall": shortfall,
+    }
+    write_dataset(path, attrs, records)
+    print(f"rlmtl collect: wrote {path} ({sum(len(v) for v in kept.values())} demos, {len(tasks)} tasks)", file=sys.stderr)
+    return path

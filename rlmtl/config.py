@@ -1,0 +1,351 @@
+"""One typed config that fully describes a run.
+
+Configs are nested dataclasses loaded from YAML (`configs/*.yaml`) with dotted command-line
+overrides (`train.steps=2000 weighting.name=uniform`). Keys are locked: an unknown key or a value
+of the wrong type is a `ConfigError` that names the file and the key. Every field carries a
+`help` text, so `rlmtl <command> --help-config` documents the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from rlmtl.errors import ConfigError
+
+
+def _field(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EnvConfig:
+    """Which simulator, which tasks, which observations."""
+
+    backend: str = _field("metaworld", "simulator backend (see `rlmtl list`)")
+    suite: str = _field("mt10", "task suite of the backend")
+    tasks: list[str] = _field([], "subset of the suite's tasks; empty = all, in the suite's order")
+    cameras: list[str] = _field([], "cameras to render as uint8 RGB (observation keys rgb_<camera>)")
+    image_size: int = _field(64, "rendered image height and width in pixels")
+    max_episode_steps: int = _field(0, "episode length; 0 = the suite's default")
+
+
+@dataclass
+class DataConfig:
+    """Demonstrations: where they live and how they are collected."""
+
+    path: str = _field("", "dataset file; empty = a cache file under cache_dir named by the settings")
+    cache_dir: str = _field("data", "folder for collected datasets")
+    demos_per_task: int = _field(50, "successful expert demos to keep per task")
+    seed: int = _field(0, "seed of the demo scenes (training split)")
+    workers: int = _field(0, "collection processes; 0 = all cores")
+    max_attempts_per_demo: float = _field(3.0, "expert episodes allowed per requested demo before reporting a shortfall")
+
+
+@dataclass
+class AgentConfig:
+    """The multi-task BC agent: a shared encoder and one head per task."""
+
+    obs_keys: list[str] = _field(["state"], "observation keys the agent reads (state, proprio, rgb_<camera>)")
+    lowdim_encoder: str = _field("mlp", "encoder for vector observations (see `rlmtl list`)")
+    image_encoder: str = _field("cnn", "encoder for each camera image (see `rlmtl list`)")
+    hidden_dim: int = _field(256, "width of the shared MLP trunk")
+    num_layers: int = _field(2, "hidden layers of the shared MLP trunk")
+    image_channels: list[int] = _field([32, 64, 64], "channels of the CNN's conv layers")
+    head_hidden_dim: int = _field(0, "hidden width of each task head; 0 = a linear head")
+    task_conditioning: bool = _field(True, "also feed a one-hot task id to the shared encoder")
+
+
+@dataclass
+class WeightingConfig:
+    """How the K per-task losses are combined (see `rlmtl list`)."""
+
+    name: str = _field("uniform", "weighting method")
+    params: dict[str, Any] = _field({}, "method-specific hyper-parameters")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, logging and checkpointing."""
+
+    steps: int = _field(20000, "optimizer steps")
+    batch_per_task: int = _field(32, "samples drawn from each task per step (task-balanced batches)")
+    lr: float = _field(1e-3, "peak AdamW learning rate")
+    weight_decay: float = _field(1e-4, "AdamW weight decay")
+    warmup_steps: int = _field(500, "linear warm-up steps before the cosine decay")
+    min_lr_ratio: float = _field(0.05, "final learning rate as a fraction of lr")
+    grad_clip: float = _field(1.0, "max global gradient norm; 0 = off")
+    log_every: int = _field(100, "steps between TensorBoard logs (the only host syncs)")
+    checkpoint_every: int = _field(2000, "steps between checkpoints")
+    keep_checkpoints: int = _field(2, "step checkpoints kept besides best.pt")
+    eval_every: int = _field(0, "steps between rollout evaluations during training; 0 = none")
+    eval_episodes: int = _field(10, "episodes per task for evaluations during training")
+    device: str = _field("cpu", "torch device: cpu, cuda, cuda:1, ... or auto")
+    seed: int = _field(0, "seed of initialisation and batch sampling")
+    num_threads: int = _field(0, "torch CPU threads; 0 = torch's default")
+
+
+@dataclass
+class EvalConfig:
+    """Headless rollouts of the trained policy."""
+
+    episodes_per_task: int = _field(50, "evaluation episodes per task")
+    workers: int = _field(0, "rollout processes; 0 = all cores")
+    seed: int = _field(0, "seed of the evaluation scenes (a split disjoint from the demos)")
+    video: bool = _field(False, "write a video per task")
+    video_episodes: int = _field(1, "episodes per task recorded when video is on")
+    video_camera: str = _field("", "camera for videos; empty = the suite's default")
+    video_size: int = _field(128, "video frame height and width in pixels")
+    video_format: str = _field("gif", "gif or mp4 (mp4 needs imageio-ffmpeg)")
+
+
+@dataclass
+class RunConfig:
+    """A whole run: environment, data, agent, weighting, training and evaluation."""
+
+    name: str = _field("", "run name; empty = <suite>-<weighting>-seed<seed>")
+    out_dir: str = _field("runs", "parent folder of run folders")
+    env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.env.suite}-{self.weighting.name}-seed{self.train.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.run_name
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _check_value(value: Any, tp: Any, where: str) -> Any:
+    """Return `value` converted to type `tp`, or raise ConfigError naming `where`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a valid {tp}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp}")
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Build a RunConfig from a plain mapping; errors name `source` and the dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    return _build_nested(RunConfig, data, source, "")
+
+
+def _build_nested(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(f"{prefix}{name}" for name in sorted(fields))
+            raise ConfigError(f"{source}: unknown key {dotted!r} (known: {known})")
+        tp = hints[key]
+        if _is_dataclass_type(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {dotted!r} must be a mapping, got {value!r}")
+            kwargs[key] = _build_nested(tp, value, source, f"{dotted}.")
+        else:
+            kwargs[key] = _check_value(value, tp, f"{source}: {dotted!r}")
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain YAML/JSON-able data."""
+    return dataclasses.asdict(config)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into (["a","b","c"], value); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.steps=2000")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each dotted override set (validated later by the builder)."""
+    merged = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config file (or the defaults when `path` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{source} + overrides"
+    config = config_from_dict(data, source)
+    validate(config, source)
+    return config
+
+
+def validate(config: RunConfig, source: str = "config") -> None:
+    """Range checks that types alone cannot express."""
+    positive = {
+        "env.image_size": config.env.image_size,
+        "data.demos_per_task": config.data.demos_per_task,
+        "agent.hidden_dim": config.agent.hidden_dim,
+        "train.steps": config.train.steps,
+        "train.batch_per_task": config.train.batch_per_task,
+        "train.log_every": config.train.log_every,
+        "train.checkpoint_every": config.train.checkpoint_every,
+        "eval.episodes_per_task": config.eval.episodes_per_task,
+        "eval.video_size": config.eval.video_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{source}: {key!r} must be positive, got {value}")
+    non_negative = {
+        "env.max_episode_steps": config.env.max_episode_steps,
+        "data.workers": config.data.workers,
+        "train.warmup_steps": config.train.warmup_steps,
+        "train.eval_every": config.train.eval_every,
+        "train.grad_clip": config.train.grad_clip,
+        "eval.workers": config.eval.workers,
+        "agent.head_hidden_dim": config.agent.head_hidden_dim,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{source}: {key!r} must be >= 0, got {value}")
+    if config.train.lr <= 0:
+        raise ConfigError(f"{source}: 'train.lr' must be positive, got {config.train.lr}")
+    if not 0 <= config.train.min_lr_ratio <= 1:
+        raise ConfigError(f"{source}: 'train.min_lr_ratio' must be in [0, 1], got {config.train.min_lr_ratio}")
+    if not config.agent.obs_keys:
+        raise ConfigError(f"{source}: 'agent.obs_keys' must name at least one observation key")
+    if config.eval.video_format not in ("gif", "mp4"):
+        raise ConfigError(f"{source}: 'eval.video_format' must be gif or mp4, got {config.eval.video_format!r}")
+    for key in config.agent.obs_keys:
+        if key.startswith("rgb_") and key[4:] not in config.env.cameras:
+            raise ConfigError(
+                f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}"
+            )
+
+
+def dataset_fingerprint(config: RunConfig) -> str:
+    """A short hash of every setting that changes what `collect` writes."""
+    relevant = {
+        "backend": config.env.backend,
+        "suite": config.env.suite,
+        "tasks": config.env.tasks,
+        "cameras": config.env.cameras,
+        "image_size": config.env.image_size if config.env.cameras else None,
+        "max_episode_steps": config.env.max_episode_steps,
+        "demos_per_task": config.data.demos_per_task,
+        "seed": config.data.seed,
+    }
+    blob = json.dumps(relevant, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def dataset_path(config: RunConfig) -> Path:
+    """The dataset file a run reads (and `collect` writes)."""
+    if config.data.path:
+        return Path(config.data.path)
+    views = "-".join(config.env.cameras) if config.env.cameras else "state"
+    name = f"{config.env.suite}-{views}-{config.data.demos_per_task}demos-seed{config.data.seed}-{dataset_fingerprint(config)}.h5"
+    return Path(config.data.cache_dir) / name
+
+
+def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every leaf field, for `--help-config`."""
+    rows: list[tuple[str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            rows.extend(field_help(tp, f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", repr(getattr(defaults, f.name)), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,1 @@
+"""Datasets: the HDF5 multi-task demo format, statistics and the task-balanced sampler."""

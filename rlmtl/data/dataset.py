@@ -1,0 +1,245 @@
+"""rlmtl's multi-task demonstration format (HDF5), its writer and its validating reader.
+
+Layout (version 1)::
+
+    /                         attrs: format="rlmtl.dataset", format_version=1, backend, suite,
+                                     tasks (JSON list), observation_spec, action_spec (JSON),
+                                     seeds (JSON), fingerprint, rlmtl_version
+    /data/<task>/             attrs: task_index, num_demos, num_steps, requested_demos, attempts
+    /data/<task>/demo_<i>/    attrs: scene_seed, attempt, length
+        obs/<key>             [T, ...]  float32 vectors (state, proprio) or uint8 [T, H, W, 3] images
+        actions               [T, A] float32
+        rewards               [T] float32
+        success               [T] bool (the task is solved after this step)
+    /stats/<task>/<key>/      mean, std, min, max  (per vector observation key and "actions")
+
+One demo is one episode of the expert, stopped at its first success; only successful episodes
+are stored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from rlmtl import __version__
+from rlmtl.atomic import atomic_path
+from rlmtl.errors import DatasetError
+
+FORMAT = "rlmtl.dataset"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Episode:
+    """One recorded episode: per-step arrays of equal length T."""
+
+    observations: dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    success: np.ndarray
+    scene_seed: int
+    attempt: int
+
+    @property
+    def length(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def solved(self) -> bool:
+        return bool(self.success.any())
+
+
+@dataclass
+class TaskRecord:
+    """Everything written for one task."""
+
+    task: str
+    task_index: int
+    episodes: list[Episode]
+    requested_demos: int
+    attempts: int
+
+
+def summary_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """mean/std/min/max over the first axis, as float32."""
+    values = values.astype(np.float64)
+    return {
+        "mean": values.mean(0).astype(np.float32),
+        "std": values.std(0).astype(np.float32),
+        "min": values.min(0).astype(np.float32),
+        "max": values.max(0).astype(np.float32),
+    }
+
+
+def write_dataset(path: str | Path, attrs: dict[str, Any], records: Iterable[TaskRecord]) -> None:
+    """Write the dataset atomically: a crash leaves the previous file (or none), never half a file."""
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.attrs["format"] = FORMAT
+            handle.attrs["format_version"] = FORMAT_VERSION
+            handle.attrs["rlmtl_version"] = __version__
+            for key, value in attrs.items():
+                handle.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            data, stats = handle.create_group("data"), handle.create_group("stats")
+            for record in records:
+                _write_task(data, stats, record)
+
+
+def _write_task(data: Any, stats: Any, record: TaskRecord) -> None:
+    group = data.create_group(record.task)
+    group.attrs.update(
+        task_index=record.task_index,
+        num_demos=len(record.episodes),
+        num_steps=sum(e.length for e in record.episodes),
+        requested_demos=record.requested_demos,
+        attempts=record.attempts,
+    )
+    for i, episode in enumerate(record.episodes):
+        demo = group.create_group(f"demo_{i}")
+        demo.attrs.update(scene_seed=episode.scene_seed, attempt=episode.attempt, length=episode.length)
+        obs = demo.create_group("obs")
+        for key, values in episode.observations.items():
+            compression = {"compression": "gzip", "compression_opts": 4} if values.dtype == np.uint8 else {}
+            obs.create_dataset(key, data=values, **compression)
+        demo.create_dataset("actions", data=episode.actions.astype(np.float32))
+        demo.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+        demo.create_dataset("success", data=episode.success.astype(bool))
+    if not record.episodes:
+        return
+    task_stats = stats.create_group(record.task)
+    vector_keys = [k for k, v in record.episodes[0].observations.items() if v.dtype != np.uint8]
+    for key in vector_keys:
+        values = np.concatenate([e.observations[key] for e in record.episodes])
+        for name, value in summary_stats(values).items():
+            task_stats.create_dataset(f"{key}/{name}", data=value)
+    actions = np.concatenate([e.actions for e in record.episodes])
+    for name, value in summary_stats(actions).items():
+        task_stats.create_dataset(f"actions/{name}", data=value)
+
+
+@dataclass
+class TaskData:
+    """One task's demos flattened to step arrays, ready for sampling."""
+
+    observations: dict[str, np.ndarray]  # key -> [N, ...]
+    actions: np.ndarray  # [N, A]
+    stats: dict[str, dict[str, np.ndarray]]  # key -> {mean, std, min, max}
+    num_demos: int
+
+
+@dataclass
+class MultiTaskData:
+    """All tasks of a dataset, in the order the run asked for them."""
+
+    path: Path
+    attrs: dict[str, Any]
+    tasks: list[str]
+    per_task: list[TaskData]
+
+    @property
+    def num_steps(self) -> list[int]:
+        return [int(t.actions.shape[0]) for t in self.per_task]
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """The root attributes (JSON values decoded); raises DatasetError naming the file."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset not found (run `rlmtl collect CONFIG` first)")
+    try:
+        with h5py.File(path, "r") as handle:
+            return _decode_attrs(path, handle)
+    except OSError as error:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({error})") from None
+
+
+def _decode_attrs(path: Path, handle: Any) -> dict[str, Any]:
+    attrs = dict(handle.attrs)
+    if attrs.get("format") != FORMAT:
+        raise DatasetError(f"{path}: not an rlmtl dataset (attribute 'format' is {attrs.get('format')!r})")
+    if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
+        raise DatasetError(f"{path}: format_version {attrs.get('format_version')} is not supported (expected {FORMAT_VERSION})")
+    decoded: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, str) and value[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise DatasetError(f"{path}: attribute {key!r} is not valid JSON") from None
+        decoded[key] = value
+    for key in ("backend", "suite", "tasks", "observation_spec", "action_spec"):
+        if key not in decoded:
+            raise DatasetError(f"{path}: missing root attribute {key!r}")
+    return decoded
+
+
+def load_dataset(path: str | Path, tasks: list[str], obs_keys: list[str], action_dim: int | None = None) -> MultiTaskData:
+    """Read the demos of `tasks` with observation keys `obs_keys` into memory.
+
+    Every mismatch (missing task, key, statistic, wrong shapes, empty task) raises DatasetError
+    naming the file and the HDF5 path.
+    """
+    import h5py
+
+    path = Path(path)
+    attrs = read_attrs(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            per_task = [_read_task(path, handle, task, obs_keys, attrs, action_dim) for task in tasks]
+    except OSError as error:
+        raise DatasetError(f"{path}: corrupt HDF5 data ({error})") from None
+    return MultiTaskData(path=path, attrs=attrs, tasks=list(tasks), per_task=per_task)
+
+
+def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: dict[str, Any], action_dim: int | None) -> TaskData:
+    if f"data/{task}" not in handle:
+        raise DatasetError(f"{path}: no task {task!r} (dataset tasks: {', '.join(attrs['tasks'])})")
+    group = handle[f"data/{task}"]
+    demo_names = sorted((n for n in group if n.startswith("demo_")), key=lambda n: int(n.split("_")[1]))
+    if not demo_names:
+        raise DatasetError(f"{path}: task {task!r} has no demos")
+    spec = attrs["observation_spec"]
+    observations: dict[str, list[np.ndarray]] = {key: [] for key in obs_keys}
+    actions: list[np.ndarray] = []
+    for name in demo_names:
+        demo = group[name]
+        where = f"{path}:/data/{task}/{name}"
+        if "actions" not in demo:
+            raise DatasetError(f"{where}: missing 'actions'")
+        demo_actions = np.asarray(demo["actions"], dtype=np.float32)
+        if demo_actions.ndim != 2 or (action_dim is not None and demo_actions.shape[1] != action_dim):
+            raise DatasetError(f"{where}/actions: shape {demo_actions.shape} does not match action dim {action_dim}")
+        for key in obs_keys:
+            if f"obs/{key}" not in demo:
+                raise DatasetError(f"{where}: missing observation key {key!r} (keys: {', '.join(demo['obs'])})")
+            values = np.asarray(demo[f"obs/{key}"])
+            expected = tuple(spec[key]["shape"]) if key in spec else None
+            if values.shape[0] != demo_actions.shape[0] or (expected and values.shape[1:] != expected):
+                raise DatasetError(f"{where}/obs/{key}: shape {values.shape} does not match {expected} x {demo_actions.shape[0]} steps")
+            observations[key].append(values)
+        actions.append(demo_actions)
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for key in [k for k in obs_keys if not k.startswith("rgb_")] + ["actions"]:
+        stats_path = f"stats/{task}/{key}"
+        if stats_path not in handle:
+            raise DatasetError(f"{path}: missing statistics {stats_path!r}")
+        stats[key] = {name: np.asarray(handle[f"{stats_path}/{name}"], dtype=np.float32) for name in ("mean", "std", "min", "max")}
+    return TaskData(
+        observations={k: np.concatenate(v) for k, v in observations.items()},
+        actions=np.concatenate(actions),
+        stats=stats,
+        num_demos=len(demo_names),
+    )

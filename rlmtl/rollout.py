@@ -1,0 +1,65 @@
+"""One episode of any policy (a scripted expert or the trained agent) in a `TaskEnv`.
+
+Success follows Meta-World's convention: the task solved at any step; the episode stops at the
+first success or at the env's step limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from envs.base import Observation, TaskEnv
+from rlmtl.data.dataset import Episode
+
+Policy = Callable[[Observation], np.ndarray]
+
+
+@dataclass
+class EpisodeOutcome:
+    """What an evaluation needs from one episode."""
+
+    success: bool
+    steps: int
+    scene_seed: int
+    frames: list[np.ndarray] = field(default_factory=list)
+
+
+def run_episode(env: TaskEnv, policy: Policy, scene_seed: int, record: bool = False, video: bool = False) -> tuple[EpisodeOutcome, Episode | None]:
+    """Roll `policy` out from scene `scene_seed`; optionally record the steps and video frames."""
+    observation, _ = env.reset(seed=scene_seed)
+    steps: dict[str, list[np.ndarray]] = {key: [] for key in observation} if record else {}
+    actions: list[np.ndarray] = []
+    rewards: list[float] = []
+    successes: list[bool] = []
+    frames: list[np.ndarray] = [env.render()] if video else []
+    success = False
+    truncated = False
+    step = 0
+    while not (success or truncated):
+        action = np.asarray(policy(observation), dtype=np.float32)
+        if record:
+            for key, value in observation.items():
+                steps[key].append(value)
+            actions.append(action)
+        observation, reward, success, truncated, _ = env.step(action)
+        step += 1
+        if record:
+            rewards.append(reward)
+            successes.append(success)
+        if video:
+            frames.append(env.render())
+    outcome = EpisodeOutcome(success=success, steps=step, scene_seed=scene_seed, frames=frames)
+    if not record:
+        return outcome, None
+    episode = Episode(
+        observations={key: np.stack(values) for key, values in steps.items()},
+        actions=np.stack(actions),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        success=np.asarray(successes, dtype=bool),
+        scene_seed=scene_seed,
+        attempt=-1,
+    )
+    return outcome, episode
