@@ -64,6 +64,7 @@ class AgentConfig:
     image_channels: list[int] = _field([32, 64, 64], "channels of the CNN's conv layers")
     head_hidden_dim: int = _field(0, "hidden width of each task head; 0 = a linear head")
     task_conditioning: bool = _field(True, "also feed a one-hot task id to the shared encoder")
+    image_augment: bool = _field(True, "random-shift augmentation of camera images during training")
 
 
 @dataclass

@@ -1,0 +1,51 @@
+"""Build the pieces of a run from its config: device, agent, checkpoint metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from agents.bc import MultiTaskBC
+from rlmtl.config import RunConfig, config_from_dict, config_to_dict
+from rlmtl.errors import CheckpointError, ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when available; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return device
+
+
+def agent_meta(config: RunConfig, tasks: list[str], obs_spec: dict[str, Any], action_dim: int) -> dict[str, Any]:
+    """Everything needed to rebuild the agent and its environments from a checkpoint alone."""
+    return {
+        "config": config_to_dict(config),
+        "tasks": list(tasks),
+        "obs_shapes": {key: list(obs_spec[key]["shape"]) for key in config.agent.obs_keys},
+        "action_dim": int(action_dim),
+    }
+
+
+def build_agent(meta: dict[str, Any]) -> MultiTaskBC:
+    """A fresh agent shaped as `meta` describes (normalisation still at defaults)."""
+    config = config_from_dict(meta["config"], "checkpoint config")
+    shapes = {key: tuple(shape) for key, shape in meta["obs_shapes"].items()}
+    return MultiTaskBC(shapes, meta["action_dim"], len(meta["tasks"]), config.env.image_size, config.agent)
+
+
+def agent_from_checkpoint(payload: dict[str, Any], device: torch.device | str = "cpu") -> MultiTaskBC:
+    """Rebuild the agent of a loaded checkpoint, weights and normalisation included."""
+    agent = build_agent(payload["meta"])
+    try:
+        agent.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint weights do not match its config ({str(error).splitlines()[0]})") from None
+    return agent.to(device).eval()

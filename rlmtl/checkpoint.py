@@ -1,0 +1,77 @@
+"""Checkpoints: atomic writes, a `last` pointer, safe loading (`weights_only=True`).
+
+A run folder keeps `checkpoints/step_<N>.pt` (the newest `train.keep_checkpoints`),
+`checkpoints/best.pt` (highest evaluation success) and `checkpoints/last`, a one-line text file
+naming the newest complete checkpoint. The pointer is updated only after the checkpoint file has
+been renamed into place, so a crash at any moment leaves a loadable `last`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlmtl.atomic import atomic_path, write_text_atomic
+from rlmtl.errors import CheckpointError
+
+LAST_POINTER = "last"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """torch.save `payload` to `path` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def update_last_pointer(folder: Path, checkpoint: Path) -> None:
+    write_text_atomic(folder / LAST_POINTER, checkpoint.name + "\n")
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the newest `keep` step checkpoints (never best.pt or the `last` target)."""
+    last = resolve_last(folder)
+    steps = sorted(folder.glob("step_*.pt"))
+    for old in steps[: max(0, len(steps) - keep)]:
+        if old != last:
+            old.unlink(missing_ok=True)
+
+
+def resolve_last(folder: Path) -> Path | None:
+    """The checkpoint named by `folder/last`, or None when there is none."""
+    pointer = folder / LAST_POINTER
+    if not pointer.is_file():
+        return None
+    target = folder / pointer.read_text(encoding="utf-8").strip()
+    return target if target.is_file() else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file from a run folder (its `last`), a checkpoints folder, or a file."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for folder in (path / "checkpoints", path):
+        if folder.is_dir():
+            last = resolve_last(folder)
+            if last is not None:
+                return last
+    raise CheckpointError(f"{path}: no checkpoint found (expected a .pt file or a run folder with checkpoints/last)")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with `weights_only=True` (no arbitrary code); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # corrupt zip, pickled globals refused by weights_only, ...
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path}: cannot load checkpoint ({message})") from None
+    if not isinstance(payload, dict) or "model" not in payload or "meta" not in payload:
+        raise CheckpointError(f"{path}: not an rlmtl checkpoint (missing 'model' or 'meta')")
+    return payload

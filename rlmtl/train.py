@@ -1,0 +1,286 @@
+"""`rlmtl train`: task-balanced batches -> K losses -> weighting -> AdamW -> checkpoints -> evaluation.
+
+The loop keeps everything on the device: losses, weights and their running sums are tensors, and
+the host reads them only every `train.log_every` steps (one `.cpu()` of a [2K+1] vector).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from envs import make_suite
+from rlmtl.atomic import write_text_atomic
+from rlmtl.build import agent_meta, build_agent, resolve_device
+from rlmtl.checkpoint import load_checkpoint, prune_checkpoints, resolve_last, save_checkpoint, update_last_pointer
+from rlmtl.config import RunConfig, config_to_dict, dataset_path
+from rlmtl.data.dataset import load_dataset, read_attrs
+from rlmtl.data.sampler import TaskBalancedSampler
+from rlmtl.errors import CheckpointError, DatasetError, RlmtlError
+from rlmtl.schedule import make_scheduler
+from rlmtl.weighting import StepContext, make_weighting
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    best_success: float | None
+
+
+def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
+    """Create the run folder (checking it is writable) and save the resolved config."""
+    run_dir = config.run_dir
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / ".write-test", "ok\n")
+        (run_dir / ".write-test").unlink()
+    except OSError as error:
+        raise RlmtlError(f"{run_dir}: run folder is not writable ({error.strerror or error})") from None
+    if not resume and resolve_last(run_dir / "checkpoints") is not None:
+        raise RlmtlError(f"{run_dir}: already holds a training run; pass --resume to continue it or set name=<new name>")
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return run_dir
+
+
+def check_dataset_matches(config: RunConfig, attrs: dict[str, Any], path: Path, tasks: list[str]) -> None:
+    """The dataset must come from the configured backend and suite, and hold every task."""
+    for key, expected in (("backend", config.env.backend), ("suite", config.env.suite)):
+        if attrs.get(key) != expected:
+            raise DatasetError(f"{path}: dataset {key} is {attrs.get(key)!r} but the config asks for {expected!r}")
+    missing = [t for t in tasks if t not in attrs["tasks"]]
+    if missing:
+        raise DatasetError(f"{path}: dataset has no task(s) {missing} (dataset tasks: {', '.join(attrs['tasks'])})")
+    spec = attrs["observation_spec"]
+    absent = [k for k in config.agent.obs_keys if k not in spec]
+    if absent:
+        raise DatasetError(f"{path}: dataset has no observation key(s) {absent} (keys: {', '.join(spec)})")
+
+
+class Trainer:
+    """One training run in `config.run_dir`; `run()` trains to `train.steps` (or `stop_after`)."""
+
+    def __init__(self, config: RunConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> None:
+        self.config = config
+        self.progress = progress
+        self.stop_after = stop_after
+        self.device = resolve_device(config.train.device)
+        if config.train.num_threads:
+            torch.set_num_threads(config.train.num_threads)
+        suite = make_suite(config.env.backend, config.env.suite)
+        self.tasks = suite.select_tasks(config.env.tasks)
+        path = dataset_path(config)
+        attrs = read_attrs(path)
+        check_dataset_matches(config, attrs, path, self.tasks)
+        self.data = load_dataset(path, self.tasks, config.agent.obs_keys, attrs["action_spec"]["shape"][0])
+        self.run_dir = prepare_run_dir(config, resume)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        torch.manual_seed(config.train.seed)
+        self.meta = agent_meta(config, self.tasks, attrs["observation_spec"], attrs["action_spec"]["shape"][0])
+        self.meta["dataset"] = {"path": str(path), "fingerprint": attrs.get("fingerprint", "")}
+        self.agent = build_agent(self.meta)
+        self.agent.set_statistics([t.stats for t in self.data.per_task])
+        self.agent.to(self.device)
+        self.optimizer = torch.optim.AdamW(self.agent.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, config.train.steps, config.train.warmup_steps, config.train.min_lr_ratio)
+        self.weighting = make_weighting(config.weighting.name, len(self.tasks), config.weighting.params).to(self.device)
+        self.sampler = TaskBalancedSampler(self.data, config.agent.obs_keys, config.train.batch_per_task, config.train.seed, self.device)
+        self.val_sampler = None
+        if self.weighting.requirements.val_batch:
+            self.val_sampler = TaskBalancedSampler(self.data, config.agent.obs_keys, config.train.batch_per_task, config.train.seed + 1, self.device)
+        self.step = 0
+        self.best_success: float | None = None
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "step": self.step,
+            "model": self.agent.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "val_sampler": self.val_sampler.state_dict() if self.val_sampler else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
+            "best_success": self.best_success,
+        }
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.ckpt_dir / f"step_{self.step:08d}.pt", self._payload())
+        update_last_pointer(self.ckpt_dir, path)
+        prune_checkpoints(self.ckpt_dir, max(1, self.config.train.keep_checkpoints))
+        return path
+
+    def _resume(self) -> None:
+        last = resolve_last(self.ckpt_dir)
+        if last is None:
+            raise CheckpointError(f"{self.ckpt_dir}: nothing to resume (no checkpoints/last)")
+        payload = load_checkpoint(last, self.device)
+        saved = payload["meta"]
+        for key in ("tasks", "obs_shapes", "action_dim", "dataset"):
+            if saved.get(key) != self.meta.get(key):
+                raise CheckpointError(f"{last}: checkpoint {key} {saved.get(key)!r} does not match the config's {self.meta.get(key)!r}")
+        for section in ("agent", "weighting"):
+            if saved["config"][section] != self.meta["config"][section]:
+                raise CheckpointError(f"{last}: checkpoint was trained with another {section} config")
+        self.agent.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.weighting.load_state_dict(payload["weighting"])
+        self.sampler.load_state_dict(payload["sampler"])
+        if self.val_sampler is not None and payload.get("val_sampler"):
+            self.val_sampler.load_state_dict(payload["val_sampler"])
+        torch.set_rng_state(payload["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and payload["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
+        self.step = int(payload["step"])
+        self.best_success = payload.get("best_success")
+        self._truncate_metrics(self.step)
+        print(f"rlmtl train: resumed {last} at step {self.step}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ metrics
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines written after the checkpoint we resume from."""
+        path = self.run_dir / METRICS_FILE
+        if not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ loop
+    def _context(self, batch: Any) -> StepContext:
+        needs = self.weighting.requirements
+        return StepContext(
+            step=self.step,
+            model=self.agent,
+            batch=batch,
+            loss_fn=self.agent.task_losses,
+            shared_parameters=self.agent.shared_parameters(),
+            val_batch=self.val_sampler.sample() if needs.val_batch and self.val_sampler else None,
+            optimizer=self.optimizer if needs.optimizer else None,
+            primary_tasks=None,
+        )
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns (losses [K], weights [K]) as device tensors."""
+        self.agent.train()
+        batch = self.sampler.sample()
+        context = self._context(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self.agent.task_losses(batch)
+        result = self.weighting.combine(losses, context)
+        if result.loss is not None:
+            result.loss.backward()
+        if self.config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        losses_after = None
+        if self.weighting.requirements.post_step_losses:
+            with torch.no_grad():
+                losses_after = self.agent.task_losses(batch)
+        self.weighting.after_step(losses_after, context)
+        self.step += 1
+        return losses.detach(), result.weights.detach()
+
+    def run(self) -> TrainResult:
+        cfg = self.config.train
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
+        if self.step == 0:
+            writer.add_text("config", "```yaml\n" + yaml.safe_dump(self.meta["config"], sort_keys=False) + "\n```")
+        end = cfg.steps if self.stop_after is None else min(cfg.steps, self.step + self.stop_after)
+        k = len(self.tasks)
+        loss_sum = torch.zeros(k, device=self.device)
+        weight_sum = torch.zeros(k, device=self.device)
+        interval_steps, interval_start = 0, time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress, file=sys.stderr)
+        last_path = resolve_last(self.ckpt_dir)
+        while self.step < end:
+            losses, weights = self.train_step()
+            loss_sum += losses
+            weight_sum += weights
+            interval_steps += 1
+            if self.step % cfg.log_every == 0 or self.step == end:
+                elapsed = time.perf_counter() - interval_start
+                host = torch.cat([loss_sum, weight_sum]).div_(interval_steps).cpu().tolist()
+                record = {
+                    "step": self.step,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "samples_per_s": interval_steps * k * cfg.batch_per_task / max(elapsed, 1e-9),
+                    "loss": dict(zip(self.tasks, host[:k])),
+                    "weight": dict(zip(self.tasks, host[k:])),
+                }
+                self._log(writer, record)
+                bar.update(interval_steps)
+                bar.set_postfix(loss=f"{sum(host[:k]) / k:.4f}")
+                loss_sum.zero_()
+                weight_sum.zero_()
+                interval_steps, interval_start = 0, time.perf_counter()
+            evaluate_now = cfg.eval_every and self.step % cfg.eval_every == 0
+            if self.step % cfg.checkpoint_every == 0 or self.step == end or evaluate_now:
+                last_path = self.save()
+            if evaluate_now and self._evaluate(last_path, writer):
+                last_path = self.save()  # so a resumed run knows the new best
+        bar.close()
+        if last_path is None:  # nothing to do: already at train.steps
+            last_path = self.save()
+        writer.close()
+        best = self.ckpt_dir / "best.pt"
+        return TrainResult(self.run_dir, self.step, last_path, best if best.is_file() else None, self.best_success)
+
+    def _log(self, writer: Any, record: dict[str, Any]) -> None:
+        step = record["step"]
+        for task in self.tasks:
+            writer.add_scalar(f"loss/{task}", record["loss"][task], step)
+            writer.add_scalar(f"weight/{task}", record["weight"][task], step)
+        writer.add_scalar("loss/mean", sum(record["loss"].values()) / len(self.tasks), step)
+        writer.add_scalar("train/lr", record["lr"], step)
+        writer.add_scalar("train/samples_per_s", record["samples_per_s"], step)
+        self._append_metrics(record)
+
+    def _evaluate(self, checkpoint: Path, writer: Any) -> bool:
+        """Evaluate `checkpoint`, log it, keep best.pt; True when it is a new best."""
+        from rlmtl.evaluate import evaluate_checkpoint
+
+        cfg = self.config
+        result = evaluate_checkpoint(checkpoint, episodes_per_task=cfg.train.eval_episodes, workers=cfg.eval.workers, seed=cfg.eval.seed, progress=False)
+        success = result["overall"]["success_rate"]
+        for task, row in result["per_task"].items():
+            writer.add_scalar(f"eval/success/{task}", row["success_rate"], self.step)
+        writer.add_scalar("eval/success/mean", success, self.step)
+        self._append_metrics({"step": self.step, "eval_success": success, "eval_per_task": {t: r["success_rate"] for t, r in result["per_task"].items()}})
+        if self.best_success is None or success > self.best_success:
+            self.best_success = success
+            save_checkpoint(self.ckpt_dir / "best.pt", self._payload())
+            print(f"rlmtl train: step {self.step}: new best success {success:.3f}", file=sys.stderr)
+            return True
+        return False
+
+
+def train(config: RunConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Train the run described by `config` (see `Trainer`)."""
+    return Trainer(config, resume=resume, progress=progress, stop_after=stop_after).run()

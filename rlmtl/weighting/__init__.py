@@ -1,0 +1,25 @@
+"""Pluggable multi-task loss weighting: one interface (`Weighting`), one registry (`WEIGHTINGS`).
+
+Importing this package registers the built-in methods.
+"""
+
+from rlmtl.weighting.base import (
+    WEIGHTINGS,
+    Requirements,
+    StepContext,
+    Weighting,
+    WeightingResult,
+    make_weighting,
+    register_weighting,
+)
+from rlmtl.weighting import uniform as _uniform  # noqa: F401  (registers "uniform")
+
+__all__ = [
+    "WEIGHTINGS",
+    "Requirements",
+    "StepContext",
+    "Weighting",
+    "WeightingResult",
+    "make_weighting",
+    "register_weighting",
+]
