@@ -32,8 +32,8 @@ def plot_success(result: dict[str, Any], target: Path) -> None:
 
     tasks = list(result["per_task"])
     rates = [result["per_task"][t]["success_rate"] for t in tasks]
-    low = [r - result["per_task"][t]["ci95"][0] for t, r in zip(tasks, rates)]
-    high = [result["per_task"][t]["ci95"][1] - r for t, r in zip(tasks, rates)]
+    low = [max(0.0, r - result["per_task"][t]["ci95"][0]) for t, r in zip(tasks, rates)]
+    high = [max(0.0, result["per_task"][t]["ci95"][1] - r) for t, r in zip(tasks, rates)]
     figure, axis = plt.subplots(figsize=(max(6, 0.8 * len(tasks)), 4))
     axis.bar(range(len(tasks)), rates, yerr=[low, high], capsize=3, color="tab:blue")
     axis.axhline(result["overall"]["success_rate"], color="tab:red", linestyle="--", label=f"mean {result['overall']['success_rate']:.2f}")
