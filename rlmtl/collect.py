@@ -108,6 +108,9 @@ def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Pa
     if shortfall:
         details = ", ".join(f"{task}: {wanted - n}/{wanted} after {attempts[task]} attempts" for task, n in shortfall.items())
         print(f"rlmtl collect: shortfall of successful demos ({details})", file=sys.stderr)
+    empty = [task for task in tasks if not kept[task]]
+    if empty:
+        raise DatasetError(f"{path}: no successful expert demo for task(s) {empty} after {max_attempts} attempts each; nothing written")
     records = [
         TaskRecord(task, suite.task_index(task), kept[task], wanted, attempts[task]) for task in tasks
     ]
