@@ -4,7 +4,7 @@ Backends register themselves in `BACKENDS`; importing this package registers the
 (the simulators themselves are imported lazily, when an environment is made).
 """
 
-from envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Suite, TaskEnv, make_suite, scene_seed
 from envs import metaworld_backend as _metaworld_backend  # noqa: F401  (registers "metaworld")
+from envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Suite, TaskEnv, make_suite, scene_seed
 
 __all__ = ["BACKENDS", "ArraySpec", "Backend", "EnvSettings", "Suite", "TaskEnv", "make_suite", "scene_seed"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from agents.bc import MultiTaskBC
+from envs import EnvSettings
 from rlmtl.config import RunConfig, config_from_dict, config_to_dict
 from rlmtl.errors import CheckpointError, ConfigError
 
@@ -49,3 +51,16 @@ def agent_from_checkpoint(payload: dict[str, Any], device: torch.device | str = 
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint weights do not match its config ({str(error).splitlines()[0]})") from None
     return agent.to(device).eval()
+
+
+def env_settings(config: RunConfig, task: str, **changes) -> EnvSettings:
+    """The EnvSettings of `task` under `config` (observations as configured)."""
+    settings = EnvSettings(
+        backend=config.env.backend,
+        suite=config.env.suite,
+        task=task,
+        cameras=tuple(config.env.cameras),
+        image_size=config.env.image_size,
+        max_episode_steps=config.env.max_episode_steps,
+    )
+    return replace(settings, **changes)

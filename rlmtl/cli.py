@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from rlmtl.atomic import write_text_atomic
 from rlmtl.errors import RlmtlError
 
 EXIT_USER_ERROR = 2
@@ -97,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     checkpoint = result.best_checkpoint or result.last_checkpoint
     evaluation = _eval_into(str(checkpoint), result.run_dir, config, None, None, None, progress)
     times["evaluate"] = time.perf_counter() - start
-    report = write_report(result.run_dir, times)
+    write_text_atomic(result.run_dir / "timings.json", json.dumps({k: round(v, 1) for k, v in times.items()}, indent=2) + "\n")
+    report = write_report(result.run_dir)
     print(results_markdown(evaluation))
     print(f"report: {report}")
     return 0

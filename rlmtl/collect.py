@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from envs import EnvSettings, make_suite, scene_seed
+from rlmtl.build import env_settings
 from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
 from rlmtl.data.dataset import Episode, TaskRecord, read_attrs, write_dataset
 from rlmtl.errors import DatasetError, RlmtlError
@@ -23,19 +23,6 @@ from rlmtl.rollout import run_episode
 from rlmtl.workers import make_executor, resolve_workers
 
 _WORKER_CACHE: dict = {}
-
-
-def env_settings(config: RunConfig, task: str, **changes) -> EnvSettings:
-    """The EnvSettings of `task` under `config` (observations as configured)."""
-    settings = EnvSettings(
-        backend=config.env.backend,
-        suite=config.env.suite,
-        task=task,
-        cameras=tuple(config.env.cameras),
-        image_size=config.env.image_size,
-        max_episode_steps=config.env.max_episode_steps,
-    )
-    return replace(settings, **changes)
 
 
 def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode | None:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from envs import EnvSettings, make_suite, scene_seed
 from rlmtl.atomic import atomic_path, write_text_atomic
-from rlmtl.build import agent_from_checkpoint
+from rlmtl.build import agent_from_checkpoint, env_settings
 from rlmtl.checkpoint import load_checkpoint, resolve_checkpoint
 from rlmtl.config import config_from_dict
 from rlmtl.rollout import EpisodeOutcome, run_episode
@@ -84,16 +84,7 @@ def evaluate_checkpoint(
         suite_index = suite.task_index(task)
         for episode in range(episodes_per_task):
             record = video and episode < video_episodes
-            settings = EnvSettings(
-                backend=config.env.backend,
-                suite=config.env.suite,
-                task=task,
-                cameras=tuple(config.env.cameras),
-                image_size=config.env.image_size,
-                max_episode_steps=config.env.max_episode_steps,
-                video_camera=camera if video else "",
-                video_size=video_size if video else 0,
-            )
+            settings = env_settings(config, task, video_camera=camera if video else "", video_size=video_size if video else 0)
             jobs.append((settings, index, episode, scene_seed("eval", seed, suite_index, episode), record))
     outcomes: dict[tuple[int, int], EpisodeOutcome] = {}
     count = min(resolve_workers(workers), len(jobs))

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from rlmtl.atomic import atomic_path, write_text_atomic
-from rlmtl.evaluate import results_markdown
 from rlmtl.errors import RlmtlError
+from rlmtl.evaluate import results_markdown
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -75,8 +75,8 @@ def plot_training(metrics: list[dict[str, Any]], target: Path) -> None:
     plt.close(figure)
 
 
-def write_report(run_dir: Path, wall_times: dict[str, float] | None = None) -> Path:
-    """Write run_dir/report.md (and plots/) from eval.json and metrics.jsonl."""
+def write_report(run_dir: Path) -> Path:
+    """Write run_dir/report.md (and plots/) from eval.json, metrics.jsonl and timings.json."""
     eval_path = run_dir / "eval.json"
     if not eval_path.is_file():
         raise RlmtlError(f"{eval_path}: not found (run `rlmtl eval {run_dir}` first)")
@@ -91,6 +91,8 @@ def write_report(run_dir: Path, wall_times: dict[str, float] | None = None) -> P
     if metrics:
         plot_training(metrics, plots / "training.png")
         lines += ["![training curves](plots/training.png)", ""]
+    timings = run_dir / "timings.json"
+    wall_times = json.loads(timings.read_text()) if timings.is_file() else {}
     if wall_times:
         lines += ["| stage | wall time (s) |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in wall_times.items()] + [""]
     if result.get("videos"):

@@ -3,6 +3,7 @@
 Importing this package registers the built-in methods.
 """
 
+from rlmtl.weighting import uniform as _uniform  # noqa: F401  (registers "uniform")
 from rlmtl.weighting.base import (
     WEIGHTINGS,
     Requirements,
@@ -12,7 +13,6 @@ from rlmtl.weighting.base import (
     make_weighting,
     register_weighting,
 )
-from rlmtl.weighting import uniform as _uniform  # noqa: F401  (registers "uniform")
 
 __all__ = [
     "WEIGHTINGS",

@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Throughput of rlmtl on this machine: training samples/s, evaluation episodes/s with 1 and 2
+worker processes, and collection time per 100 demos (1 and 2 workers).
+
+    python scripts/benchmark.py [CONFIG] [--checkpoint RUN_OR_CKPT] [--train-steps 300]
+
+Uses CONFIG's agent and batch (default configs/mt10.yaml). Evaluation uses the given checkpoint
+(default: the main job's run folder if it exists, else a model trained briefly here), so episode
+lengths are those of a working policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_training(config, steps: int) -> float:
+    from rlmtl.collect import collect
+    from rlmtl.train import Trainer
+
+    collect(config, progress=False)
+    trainer = Trainer(config, progress=False)
+    for _ in range(20):  # warm-up
+        trainer.train_step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        losses, _ = trainer.train_step()
+    losses.sum().item()  # wait for the device
+    elapsed = time.perf_counter() - start
+    return steps * config.train.batch_per_task * len(trainer.tasks) / elapsed
+
+
+def bench_eval(checkpoint: str, episodes: int, workers: int) -> float:
+    from rlmtl.evaluate import evaluate_checkpoint
+
+    start = time.perf_counter()
+    result = evaluate_checkpoint(checkpoint, episodes_per_task=episodes, workers=workers, progress=False)
+    return result["overall"]["episodes"] / (time.perf_counter() - start)
+
+
+def bench_collect(config, workers: int, demos_per_task: int, folder: Path) -> float:
+    from dataclasses import replace
+
+    from rlmtl.collect import collect
+
+    config = replace(config, data=replace(config.data, workers=workers, demos_per_task=demos_per_task, cache_dir=str(folder / f"w{workers}")))
+    start = time.perf_counter()
+    collect(config, progress=False)
+    total = demos_per_task * len(config.env.tasks or range(10))
+    return (time.perf_counter() - start) * 100 / total
+
+
+def main() -> int:
+    from rlmtl.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "mt10.yaml"))
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--eval-episodes", type=int, default=4, help="per task")
+    parser.add_argument("--collect-demos", type=int, default=3, help="per task")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config = load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench"])
+        threads = torch.get_num_threads()
+        samples = bench_training(config, args.train_steps)
+        print(f"training: {samples:,.0f} samples/s ({samples / (config.train.batch_per_task * 10):.0f} steps/s, batch {config.train.batch_per_task}x10, {threads} torch threads)")
+        checkpoint = args.checkpoint
+        main_run = ROOT / "runs" / "mt10-uniform-seed0"
+        if checkpoint is None and (main_run / "checkpoints" / "last").is_file():
+            checkpoint = str(main_run)
+        if checkpoint is None:
+            from rlmtl.train import train
+
+            checkpoint = str(train(load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench-eval", "train.steps=3000"]), progress=False).run_dir)
+        rates = {w: bench_eval(checkpoint, args.eval_episodes, w) for w in (1, 2)}
+        print(f"evaluation ({checkpoint}): 1 worker {rates[1]:.2f} episodes/s, 2 workers {rates[2]:.2f} episodes/s, ratio {rates[2] / rates[1]:.2f}x")
+        per100 = {w: bench_collect(config, w, args.collect_demos, folder) for w in (1, 2)}
+        print(f"collection: {per100[1]:.1f} s per 100 demos with 1 worker, {per100[2]:.1f} s with 2 workers, ratio {per100[1] / per100[2]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
