@@ -2,8 +2,13 @@
 
 Vector observations are z-scored with each task's dataset mean/std; actions are scaled to [-1, 1]
 with each task's dataset min/max (a dimension that never varies keeps scale 1), predicted through
-`tanh`, and mapped back in `act`. The BC loss is the MSE in the normalised action space, one scalar
-per task: `task_losses(batch) -> [K]`, which is what the weighting module combines.
+`tanh`, and mapped back in `act`. The BC loss is the MSE in the normalised action space.
+
+The loss is written for ONE task (`task_loss(params, inputs)`, a pure function of a parameter
+dict) and mapped over the K tasks with `torch.func.vmap`. The same function gives, under
+`vmap(grad(...))`, every task's gradient of the shared parameters from its own batch only, at
+about the cost of one ordinary backward pass (`per_task_gradients`), which is what the gradient
+weighting methods need.
 """
 
 from __future__ import annotations
@@ -13,9 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
 
 from agents.encoders import ObservationEncoder, random_shift
-from agents.heads import TaskHeads
+from agents.heads import TaskHeads, apply_head
+
+Batch = dict[str, Any]
+
+
+def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [.., H, W, 3] -> float in [0, 1]; float images (already augmented) pass through."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images
 
 
 class MultiTaskBC(nn.Module):
@@ -55,6 +68,7 @@ class MultiTaskBC(nn.Module):
         self.register_buffer("obs_std", torch.ones(num_tasks, vector_dim))
         self.register_buffer("action_center", torch.zeros(num_tasks, action_dim))
         self.register_buffer("action_scale", torch.ones(num_tasks, action_dim))
+        self.register_buffer("task_onehot", torch.eye(num_tasks), persistent=False)
 
     # ------------------------------------------------------------------ statistics
     def set_statistics(self, per_task_stats: list[dict[str, dict[str, np.ndarray]]]) -> None:
@@ -70,41 +84,101 @@ class MultiTaskBC(nn.Module):
         self.action_center.copy_(torch.as_tensor((high + low) / 2))
         self.action_scale.copy_(torch.as_tensor(np.where(half_range < 1e-6, 1.0, half_range)))
 
-    # ------------------------------------------------------------------ forward
-    def _encode(self, observations: dict[str, torch.Tensor], task_ids: torch.Tensor) -> torch.Tensor:
-        """observations {key: [N, ...]}, task_ids [N] -> features [N, F]."""
+    # ------------------------------------------------------------------ one task, functionally
+    def _features(self, params: dict[str, torch.Tensor], observations: dict[str, torch.Tensor], task: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder features [N, F] of observations {key: [N, ...]} of one task (or mixed tasks,
+        with `task` rows matching). `params` holds the encoder's parameters by name."""
+        n = next(iter(observations.values())).shape[0]
         vector = None
         if self.vector_keys:
-            raw = torch.cat([observations[k].reshape(task_ids.shape[0], -1).float() for k in self.vector_keys], dim=-1)
-            vector = (raw - self.obs_mean[task_ids]) / self.obs_std[task_ids]
-        images = {}
-        for key in self.image_keys:
-            image = observations[key].permute(0, 3, 1, 2).float() / 255.0
-            images[key] = random_shift(image) if (self.training and self.image_augment) else image
-        return self.encoder(vector, images, task_ids)
+            raw = torch.cat([observations[k].reshape(n, -1).float() for k in self.vector_keys], dim=-1)
+            vector = (raw - task["obs_mean"]) / task["obs_std"]
+        images = {key: _to_unit_float(observations[key]).permute(0, 3, 1, 2) for key in self.image_keys}
+        onehot = task["onehot"].expand(n, -1)
+        return functional_call(self.encoder, params, (vector, images, onehot))
+
+    def task_loss(self, params: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
+        """MSE of ONE task: `params` = {"encoder": {...}, "heads": ([W_l], [b_l]) for this task},
+        `inputs` = this task's row of `task_inputs(batch)`. A scalar."""
+        features = self._features(params["encoder"], inputs["obs"], inputs["task"])
+        prediction = torch.tanh(apply_head(params["heads"][0], params["heads"][1], features))
+        target = ((inputs["actions"] - inputs["task"]["action_center"]) / inputs["task"]["action_scale"]).clamp(-1.0, 1.0)
+        return (prediction - target).pow(2).mean()
+
+    def task_inputs(self, batch: Batch) -> dict[str, Any]:
+        """A [K, B, ...] batch as per-task inputs (images augmented when training)."""
+        observations = {}
+        for key in self.obs_keys:
+            value = batch["obs"][key]
+            if key in self.image_keys and self.training and self.image_augment:
+                k, b = value.shape[:2]
+                image = _to_unit_float(value.reshape(k * b, *value.shape[2:])).permute(0, 3, 1, 2)
+                value = random_shift(image).permute(0, 2, 3, 1).reshape(k, b, *value.shape[2:])
+            observations[key] = value
+        task = {
+            "obs_mean": self.obs_mean[:, None],
+            "obs_std": self.obs_std[:, None],
+            "action_center": self.action_center[:, None],
+            "action_scale": self.action_scale[:, None],
+            "onehot": self.task_onehot[:, None],
+        }
+        return {"obs": observations, "actions": batch["actions"], "task": task}
+
+    def parameter_tree(self, detach: bool = False) -> dict[str, Any]:
+        """{"encoder": {name: tensor}, "heads": ([W_l], [b_l]) stacked over tasks}."""
+        encoder = {name: (p.detach() if detach else p) for name, p in self.encoder.named_parameters()}
+        heads = tuple([p.detach() if detach else p for p in group] for group in (self.heads.weights, self.heads.biases))
+        return {"encoder": encoder, "heads": heads}
+
+    _TREE_DIMS = {"encoder": None, "heads": 0}
+
+    # ------------------------------------------------------------------ all tasks
+    def task_losses(self, batch: Batch, params: dict[str, Any] | None = None) -> torch.Tensor:
+        """batch {"obs": {key: [K, B, ...]}, "actions": [K, B, A]} -> MSE per task [K].
+
+        `params` (a `parameter_tree`) evaluates the losses at other parameters, e.g. a lookahead
+        step, without touching the module."""
+        tree = self.parameter_tree() if params is None else params
+        return vmap(self.task_loss, in_dims=(self._TREE_DIMS, 0))(tree, self.task_inputs(batch))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.task_losses(batch)
+
+    def per_task_gradients(self, batch: Batch, params: dict[str, Any] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Every task's loss and gradient, each from its own batch, in one vmapped backward.
+
+        Returns (losses [K], grads) where grads has the structure of `parameter_tree`: encoder
+        entries are [K, *shape] (task k's gradient of the shared parameter) and head entries are
+        [K, ...] (task k's gradient of its own head; other tasks' heads get none from it)."""
+        tree = self.parameter_tree(detach=True) if params is None else params
+        grads, losses = vmap(grad_and_value(self.task_loss), in_dims=(self._TREE_DIMS, 0), randomness="different")(tree, self.task_inputs(batch))
+        return losses, grads
 
     def predict_all(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """observations {key: [K, B, ...]} (row k from task k) -> normalised actions [K, B, A]."""
-        k, b = next(iter(observations.values())).shape[:2]
-        flat = {key: value.reshape(k * b, *value.shape[2:]) for key, value in observations.items()}
-        task_ids = torch.arange(k, device=self.obs_mean.device).repeat_interleave(b)
-        features = self._encode(flat, task_ids).reshape(k, b, -1)
-        return torch.tanh(self.heads.forward_all(features))
+        inputs = self.task_inputs({"obs": observations, "actions": None})
+        tree = self.parameter_tree()
+
+        def predict(params: dict[str, Any], obs: dict[str, torch.Tensor], task: dict[str, torch.Tensor]) -> torch.Tensor:
+            return torch.tanh(apply_head(params["heads"][0], params["heads"][1], self._features(params["encoder"], obs, task)))
+
+        return vmap(predict, in_dims=(self._TREE_DIMS, 0, 0))(tree, inputs["obs"], inputs["task"])
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """[K, B, A] env actions -> [-1, 1] per task."""
         return ((actions - self.action_center[:, None]) / self.action_scale[:, None]).clamp(-1.0, 1.0)
 
-    def task_losses(self, batch: dict[str, Any]) -> torch.Tensor:
-        """batch {"obs": {key: [K, B, ...]}, "actions": [K, B, A]} -> MSE per task [K]."""
-        prediction = self.predict_all(batch["obs"])
-        target = self.normalize_actions(batch["actions"])
-        return (prediction - target).pow(2).mean(dim=(1, 2))
-
+    # ------------------------------------------------------------------ rollouts
     @torch.no_grad()
     def act_batch(self, observations: dict[str, torch.Tensor], task_ids: torch.Tensor) -> torch.Tensor:
-        """observations {key: [N, ...]}, task_ids [N] -> env actions [N, A]."""
-        normalised = torch.tanh(self.heads.forward_select(self._encode(observations, task_ids), task_ids))
+        """observations {key: [N, ...]}, task_ids [N] -> env actions [N, A] (mixed tasks allowed)."""
+        task = {
+            "obs_mean": self.obs_mean[task_ids],
+            "obs_std": self.obs_std[task_ids],
+            "onehot": self.task_onehot[task_ids],
+        }
+        features = self._features(dict(self.encoder.named_parameters()), observations, task)
+        normalised = torch.tanh(self.heads.forward_select(features, task_ids))
         return normalised * self.action_scale[task_ids] + self.action_center[task_ids]
 
     @torch.no_grad()
@@ -112,8 +186,7 @@ class MultiTaskBC(nn.Module):
         """One env step: numpy observation of task index `task` -> numpy action [A]."""
         device = self.obs_mean.device
         batch = {k: torch.as_tensor(np.asarray(observation[k])[None], device=device) for k in self.obs_keys}
-        ids = torch.tensor([task], device=device)
-        return self.act_batch(batch, ids)[0].cpu().numpy()
+        return self.act_batch(batch, torch.tensor([task], device=device))[0].cpu().numpy()
 
     # ------------------------------------------------------------------ parameter groups
     def shared_parameters(self) -> list[nn.Parameter]:

@@ -111,12 +111,13 @@ class ObservationEncoder(nn.Module):
         self.fuse = nn.Sequential(nn.Linear(sum(widths), hidden_dim), nn.ReLU()) if len(widths) > 1 else nn.Identity()
         self.out_dim = hidden_dim if len(widths) > 1 else widths[0]
 
-    def forward(self, vector: torch.Tensor | None, images: dict[str, torch.Tensor], task_ids: torch.Tensor) -> torch.Tensor:
-        """vector [N, D] (normalised), images {camera: [N, 3, H, W] in [0, 1]}, task_ids [N] -> [N, F]."""
+    def forward(self, vector: torch.Tensor | None, images: dict[str, torch.Tensor], task_onehot: torch.Tensor) -> torch.Tensor:
+        """vector [N, D] (normalised) or None, images {camera: [N, 3, H, W] in [0, 1]},
+        task_onehot [N, K] (used when task conditioning is on) -> features [N, F]."""
         features = [self.image_encoders[camera](images[camera]) for camera in self.cameras]
         if self.vector_encoder is not None:
             parts = [] if vector is None else [vector]
             if self.task_conditioning:
-                parts.append(nn.functional.one_hot(task_ids, self.num_tasks).to(features[0].dtype if features else vector.dtype))
+                parts.append(task_onehot)
             features.append(self.vector_encoder(torch.cat(parts, dim=-1)))
         return self.fuse(torch.cat(features, dim=-1)) if len(features) > 1 else features[0]

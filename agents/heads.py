@@ -1,4 +1,9 @@
-"""One head per task, all evaluated in one batched operation (no Python loop over tasks)."""
+"""One head per task, all evaluated in one batched operation (no Python loop over tasks).
+
+The K heads are stacked weights (`weights[l]`: [K, in, out], `biases[l]`: [K, 1, out]).
+`apply_head` runs ONE head from its slices; the agent maps it over tasks with `torch.func.vmap`
+(one batched matmul per layer), and `forward_select` applies each sample's own head for rollouts.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,18 @@ import torch
 from torch import nn
 
 
-class TaskHeads(nn.Module):
-    """K independent MLP heads stored as stacked weights.
+def apply_head(weights: list[torch.Tensor], biases: list[torch.Tensor], features: torch.Tensor) -> torch.Tensor:
+    """One task's head: features [B, F] -> [B, A] through ReLU layers (weights [in, out], biases [1, out])."""
+    x = features
+    for layer, (weight, bias) in enumerate(zip(weights, biases)):
+        x = torch.addmm(bias, x, weight) if x.dim() == 2 else x @ weight + bias
+        if layer < len(weights) - 1:
+            x = torch.relu(x)
+    return x
 
-    `forward_all(features [K, B, F]) -> [K, B, A]` applies head k to row k with `torch.baddbmm`;
-    `forward_select(features [N, F], task_ids [N]) -> [N, A]` applies each sample's own head.
-    `hidden_dim = 0` gives linear heads.
-    """
+
+class TaskHeads(nn.Module):
+    """K independent MLP heads stored as stacked weights; `hidden_dim = 0` gives linear heads."""
 
     def __init__(self, num_tasks: int, in_dim: int, out_dim: int, hidden_dim: int = 0) -> None:
         super().__init__()
@@ -27,17 +37,11 @@ class TaskHeads(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(num_tasks, 1, fan_out).uniform_(-bound, bound)))
 
     def forward_all(self, features: torch.Tensor) -> torch.Tensor:
-        x = features
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias, x, weight)
-            if layer < len(self.weights) - 1:
-                x = torch.relu(x)
-        return x
+        """features [K, B, F] -> [K, B, A], head k on row k."""
+        return torch.func.vmap(apply_head)(list(self.weights), list(self.biases), features)
 
     def forward_select(self, features: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        x = features.unsqueeze(1)  # [N, 1, F]
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias[task_ids], x, weight[task_ids])
-            if layer < len(self.weights) - 1:
-                x = torch.relu(x)
-        return x.squeeze(1)
+        """features [N, F], task_ids [N] -> [N, A], each sample through its own task's head."""
+        weights = [w[task_ids] for w in self.weights]
+        biases = [b[task_ids] for b in self.biases]
+        return torch.func.vmap(apply_head)(weights, biases, features.unsqueeze(1)).squeeze(1)
