@@ -40,6 +40,20 @@ class MLPEncoder(nn.Module):
         return self.net(x)
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm written with reshapes and reductions, so it runs under `torch.func.vmap`
+    with gradients (the fused kernel's backward does not); same parameters and results."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        grouped = x.reshape(n, self.num_groups, -1)
+        mean = grouped.mean(dim=-1, keepdim=True)
+        var = grouped.var(dim=-1, unbiased=False, keepdim=True)
+        normalised = ((grouped - mean) / torch.sqrt(var + self.eps)).reshape(x.shape)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return normalised * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+
 @ENCODERS.register("cnn")
 class ConvEncoder(nn.Module):
     """A small CNN for one camera: stride-2 3x3 convs with GroupNorm, then a linear projection.
@@ -53,7 +67,7 @@ class ConvEncoder(nn.Module):
         in_channels = 3
         size = image_size
         for out_channels in channels:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GroupNorm(8, out_channels), nn.ReLU()]
+            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), GroupNorm(8, out_channels), nn.ReLU()]
             in_channels = out_channels
             size = (size + 1) // 2
         self.conv = nn.Sequential(*layers)

@@ -73,6 +73,7 @@ class WeightingConfig:
 
     name: str = _field("uniform", "weighting method")
     params: dict[str, Any] = _field({}, "method-specific hyper-parameters")
+    primary_tasks: list[str] = _field([], "primary tasks (auxiliary-learning mode of auto_lambda, hydalearn); empty = all")
 
 
 @dataclass

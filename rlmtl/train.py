@@ -24,9 +24,10 @@ from rlmtl.checkpoint import load_checkpoint, prune_checkpoints, resolve_last, s
 from rlmtl.config import RunConfig, config_to_dict, dataset_path
 from rlmtl.data.dataset import load_dataset, read_attrs
 from rlmtl.data.sampler import TaskBalancedSampler
-from rlmtl.errors import CheckpointError, DatasetError, RlmtlError
+from rlmtl.errors import CheckpointError, ConfigError, DatasetError, RlmtlError
 from rlmtl.schedule import make_scheduler
-from rlmtl.weighting import StepContext, make_weighting
+from rlmtl.weighting import MultiTaskBackward, make_weighting
+from rlmtl.weighting.engine import flatten_task_grads
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -96,6 +97,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.agent.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, config.train.steps, config.train.warmup_steps, config.train.min_lr_ratio)
         self.weighting = make_weighting(config.weighting.name, len(self.tasks), config.weighting.params).to(self.device)
+        self.balance = self._make_balance()
         self.sampler = TaskBalancedSampler(self.data, config.agent.obs_keys, config.train.batch_per_task, config.train.seed, self.device)
         self.val_sampler = None
         if self.weighting.requirements.val_batch:
@@ -152,6 +154,7 @@ class Trainer:
         if self.device.type == "cuda" and payload["rng"]["cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
         self.step = int(payload["step"])
+        self.balance.steps = self.step
         self.best_success = payload.get("best_success")
         self._truncate_metrics(self.step)
         print(f"rlmtl train: resumed {last} at step {self.step}", file=sys.stderr)
@@ -170,40 +173,47 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ loop
-    def _context(self, batch: Any) -> StepContext:
-        needs = self.weighting.requirements
-        return StepContext(
-            step=self.step,
-            model=self.agent,
-            batch=batch,
-            loss_fn=self.agent.task_losses,
-            shared_parameters=self.agent.shared_parameters(),
-            val_batch=self.val_sampler.sample() if needs.val_batch and self.val_sampler else None,
-            optimizer=self.optimizer if needs.optimizer else None,
-            primary_tasks=None,
+    def _make_balance(self) -> MultiTaskBackward:
+        agent, k = self.agent, len(self.tasks)
+        unknown = [t for t in self.config.weighting.primary_tasks if t not in self.tasks]
+        if unknown:
+            raise ConfigError(f"weighting.primary_tasks: {unknown} are not tasks of this run ({', '.join(self.tasks)})")
+
+        def per_task_gradients(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+            losses, grads = agent.per_task_gradients(batch)
+            return losses, flatten_task_grads(list(grads["encoder"].values()), k), [*grads["heads"][0], *grads["heads"][1]]
+
+        return MultiTaskBackward(
+            self.weighting,
+            agent.shared_parameters(),
+            agent.task_specific_parameters(),
+            optimizer=self.optimizer,
+            named_parameters=dict(agent.named_parameters()),
+            losses_at=lambda params, batch: torch.func.functional_call(agent, params, (batch,)),
+            primary_tasks=[self.tasks.index(t) for t in self.config.weighting.primary_tasks],
+            per_task_gradients=per_task_gradients,
         )
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns (losses [K], weights [K]) as device tensors."""
         self.agent.train()
+        needs = self.weighting.requirements
         batch = self.sampler.sample()
-        context = self._context(batch)
+        val_batch = self.val_sampler.sample() if self.val_sampler is not None else None
         self.optimizer.zero_grad(set_to_none=True)
-        losses = self.agent.task_losses(batch)
-        result = self.weighting.combine(losses, context)
-        if result.loss is not None:
-            result.loss.backward()
+        losses = None if needs.task_grads else self.agent.task_losses(batch)
+        losses, result = self.balance.backward(losses, batch=batch, val_batch=val_batch)
         if self.config.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.agent.parameters(), self.config.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         losses_after = None
-        if self.weighting.requirements.post_step_losses:
+        if needs.post_step_losses:
             with torch.no_grad():
                 losses_after = self.agent.task_losses(batch)
-        self.weighting.after_step(losses_after, context)
+        self.balance.after_step(losses_after)
         self.step += 1
-        return losses.detach(), result.weights.detach()
+        return losses, result.weights.detach()
 
     def run(self) -> TrainResult:
         cfg = self.config.train

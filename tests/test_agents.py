@@ -87,3 +87,15 @@ def test_random_shift_moves_content_by_whole_pixels():
     for i in range(6):  # every output is the padded input cropped at an integer offset
         padded = torch.nn.functional.pad(images[i : i + 1], (2, 2, 2, 2), mode="replicate")[0]
         assert any(torch.allclose(shifted[i], padded[:, y : y + 16, x : x + 16], atol=1e-5) for y in range(5) for x in range(5))
+
+
+def test_vmap_friendly_group_norm_equals_torch():
+    from agents.encoders import GroupNorm
+
+    torch.manual_seed(0)
+    ours, reference = GroupNorm(4, 16), torch.nn.GroupNorm(4, 16)
+    torch.nn.init.normal_(ours.weight)
+    torch.nn.init.normal_(ours.bias)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 16, 5, 5)
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)

@@ -48,7 +48,7 @@ def test_uniform_weighting_sums_losses_and_round_trips_state():
     assert "uniform" in WEIGHTINGS
     weighting = make_weighting("uniform", 3)
     losses = torch.tensor([1.0, 2.0, 4.0], requires_grad=True)
-    context = StepContext(step=0, model=torch.nn.Linear(1, 1), batch=None, loss_fn=lambda b: losses, shared_parameters=[])
+    context = StepContext(step=0, lr=0.1, shared_parameters=[])
     result = weighting.combine(losses, context)
     assert result.loss.item() == pytest.approx(7.0)
     torch.testing.assert_close(result.weights, torch.ones(3))

@@ -1,16 +1,26 @@
 """The weighting interface.
 
-Every step the trainer computes the K per-task losses in one pass and calls
+A method is an `nn.Module` subclass registered with `@register_weighting("name")`. It declares in
+`requirements` what it needs besides the K per-task losses, and implements
 
-    result = weighting.combine(losses, context)      # losses: [K] tensor, kept per task
-    result.loss.backward()                            # unless the method wrote .grad itself
-    optimizer.step()
-    weighting.after_step(losses_after, context)       # losses_after only if requested
+    combine(losses [K], context) -> WeightingResult   # before the optimizer step
+    after_step(losses_after [K] | None, context)       # after it (FAMO's update, ...)
 
-A method declares what it needs in `requirements`; the trainer fills exactly those fields of the
-`StepContext` and never looks at method names. Methods are `nn.Module`s: their state lives in
-buffers/parameters on the model's device, is saved through `state_dict()` with every checkpoint,
-and no method may synchronise with the host (`.item()`, `.cpu()`) inside `combine`/`after_step`.
+`MultiTaskBackward` (engine.py) is the only caller: it fills exactly the `StepContext` fields
+that were asked for, turns the result into gradients, and never looks at method names.
+
+Result semantics:
+* `weights` [K]: the effective per-task weights, always set (they are logged every step).
+* loss-level methods (no task gradients) may return `loss` (a scalar to backpropagate, e.g.
+  FAMO's log-loss); when `loss` is None the engine backpropagates `sum_i weights_i * L_i`.
+* methods with `requirements.task_grads` get `context.task_grads` [K, P] (each task's gradient
+  of the shared parameters, from its own batch) and either return `shared_grad` [P] (gradient
+  methods: PCGrad, CAGrad, ...) or only `weights` (the shared gradient is then weights @ G).
+  Task-specific parameters (the heads) always receive `sum_i weights_i * grad L_i`: for pure
+  gradient aggregators (weights = 1) that is each head's own unweighted gradient, as in LibMTL.
+
+State lives in buffers (and parameters) on the model's device and is saved with the checkpoint
+through `state_dict()`; `combine`/`after_step` never synchronise with the host.
 """
 
 from __future__ import annotations
@@ -23,43 +33,51 @@ from torch import nn
 
 from rlmtl.registry import Registry
 
+Params = dict[str, torch.Tensor]
+
 
 @dataclass(frozen=True)
 class Requirements:
-    """What a method asks the trainer for, besides the per-task losses."""
+    """What a method asks for, besides the per-task losses."""
 
-    val_batch: bool = False  # a second, independent batch per task (meta-learning, e.g. Auto-Lambda)
-    post_step_losses: bool = False  # the losses on the same batch after optimizer.step() (e.g. FAMO)
-    task_grads: bool = False  # per-task gradients of the shared parameters (gradient methods)
-    optimizer: bool = False  # the live optimizer, read-only (to mirror its step)
-    primary_tasks: bool = False  # a non-empty set of primary tasks in the config
+    val_batch: bool = False  # a second, independent batch per task (Auto-Lambda's meta-loss)
+    post_step_losses: bool = False  # the losses on the same batch after optimizer.step() (FAMO)
+    task_grads: bool = False  # per-task gradients of the shared parameters, [K, P]
+    optimizer: bool = False  # the live optimizer, read-only, to mirror its step (lookahead)
+    functional_losses: bool = False  # losses at other parameter values: context.losses_at(params, batch)
+    primary_tasks: bool = False  # the method is meaningless without weighting.primary_tasks
+
+    def merge(self, other: "Requirements") -> "Requirements":
+        return Requirements(**{f: getattr(self, f) or getattr(other, f) for f in self.__dataclass_fields__})
 
 
 @dataclass
 class StepContext:
-    """What the trainer hands a method at one step; fields not requested stay None."""
+    """What a method sees at one step. Fields whose requirement is off are None."""
 
-    step: int
-    model: nn.Module
-    batch: Any
-    loss_fn: Callable[..., torch.Tensor]  # loss_fn(batch) -> [K] losses of the live model
+    step: int  # optimizer steps taken before this one (host counter, no sync)
+    lr: float  # the model optimizer's current learning rate (first param group)
     shared_parameters: list[nn.Parameter]
+    primary_tasks: torch.Tensor | None = None  # bool mask [K] on the device, or None (= all tasks)
+    task_grads: torch.Tensor | None = None  # [K, P], P = total size of shared_parameters
+    batch: Any = None
     val_batch: Any = None
     optimizer: torch.optim.Optimizer | None = None
-    primary_tasks: list[int] | None = None
+    named_parameters: dict[str, nn.Parameter] | None = None  # every model parameter, by name
+    losses_at: Callable[[Params, Any], torch.Tensor] | None = None  # (params by name, batch) -> [K]
 
 
 @dataclass
 class WeightingResult:
-    """`loss` is backpropagated by the trainer (None when the method set `.grad` itself);
-    `weights` [K] are the effective per-task weights, logged every step."""
+    """See the module docstring for how the engine uses each field."""
 
-    loss: torch.Tensor | None
     weights: torch.Tensor
+    loss: torch.Tensor | None = None
+    shared_grad: torch.Tensor | None = None
 
 
 class Weighting(nn.Module):
-    """Base class of every method. Subclasses set `requirements` and implement `combine`."""
+    """Base class of every method: subclasses set `requirements` and implement `combine`."""
 
     requirements = Requirements()
 
@@ -68,14 +86,14 @@ class Weighting(nn.Module):
         self.num_tasks = num_tasks
 
     def combine(self, losses: torch.Tensor, context: StepContext) -> WeightingResult:
-        """Turn the per-task losses [K] into the loss to backpropagate (or write gradients)."""
+        """Turn the per-task losses [K] into weights, a loss to backpropagate, or a shared gradient."""
         raise NotImplementedError
 
     def after_step(self, losses_after: torch.Tensor | None, context: StepContext) -> None:
         """Called after optimizer.step(); `losses_after` [K] only if `requirements.post_step_losses`."""
 
 
-WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting")
+WEIGHTINGS: Registry[Callable[..., Weighting]] = Registry("weighting")
 
 
 def register_weighting(name: str) -> Callable[[type[Weighting]], type[Weighting]]:
@@ -84,9 +102,18 @@ def register_weighting(name: str) -> Callable[[type[Weighting]], type[Weighting]
 
 
 def make_weighting(name: str, num_tasks: int, params: dict[str, Any] | None = None) -> Weighting:
-    """Instantiate a registered method; unknown parameters raise TypeError naming them."""
+    """Instantiate a method by name. `a+b` composes a weighting `a` with a gradient method `b`
+    (e.g. `auto_lambda+cagrad`); `params` then takes `{"a": {...}, "b": {...}}` or flat keys
+    meant for `a`. Unknown parameters raise TypeError naming them."""
+    params = dict(params or {})
+    if "+" in name:
+        from rlmtl.weighting.compose import Composite
+
+        first, second = name.split("+", 1)
+        inner = {k: params.pop(k) for k in (first, second) if isinstance(params.get(k), dict)}
+        return Composite(make_weighting(first, num_tasks, inner.get(first, params)), make_weighting(second, num_tasks, inner.get(second, {})))
     cls = WEIGHTINGS.get(name)
     try:
-        return cls(num_tasks, **(params or {}))
+        return cls(num_tasks, **params)
     except TypeError as error:
         raise TypeError(f"weighting {name!r}: bad parameters {params} ({error})") from None
