@@ -21,6 +21,7 @@ from rlmtl.atomic import atomic_path, write_text_atomic
 from rlmtl.build import agent_from_checkpoint, env_settings
 from rlmtl.checkpoint import load_checkpoint, resolve_checkpoint
 from rlmtl.config import config_from_dict
+from rlmtl.errors import RlmtlError
 from rlmtl.rollout import EpisodeOutcome, run_episode
 from rlmtl.workers import make_executor, resolve_workers
 
@@ -71,6 +72,11 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Roll the checkpoint's policy out on every task; returns the eval.json content."""
+    if video and video_format == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise RlmtlError("eval.video_format=mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or use gif") from None
     path = resolve_checkpoint(checkpoint)
     payload = load_checkpoint(path)
     meta = payload["meta"]

@@ -225,30 +225,31 @@ class Trainer:
         end = cfg.steps if self.stop_after is None else min(cfg.steps, self.step + self.stop_after)
         k = len(self.tasks)
         loss_sum = torch.zeros(k, device=self.device)
-        weight_sum = torch.zeros(k, device=self.device)
+        weight_trace = torch.zeros(cfg.log_every, k, device=self.device)  # every step's weights, flushed at log time
         interval_steps, interval_start = 0, time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress, file=sys.stderr)
         last_path = resolve_last(self.ckpt_dir)
         while self.step < end:
             losses, weights = self.train_step()
             loss_sum += losses
-            weight_sum += weights
+            weight_trace[interval_steps] = weights
             interval_steps += 1
             if self.step % cfg.log_every == 0 or self.step == end:
                 elapsed = time.perf_counter() - interval_start
-                host = torch.cat([loss_sum, weight_sum]).div_(interval_steps).cpu().tolist()
+                self.weighting.check()
+                mean_losses = (loss_sum / interval_steps).cpu().tolist()
+                trace = weight_trace[:interval_steps].cpu()
                 record = {
                     "step": self.step,
                     "lr": self.scheduler.get_last_lr()[0],
                     "samples_per_s": interval_steps * k * cfg.batch_per_task / max(elapsed, 1e-9),
-                    "loss": dict(zip(self.tasks, host[:k])),
-                    "weight": dict(zip(self.tasks, host[k:])),
+                    "loss": dict(zip(self.tasks, mean_losses)),
+                    "weight": dict(zip(self.tasks, trace.mean(0).tolist())),
                 }
-                self._log(writer, record)
+                self._log(writer, record, trace)
                 bar.update(interval_steps)
-                bar.set_postfix(loss=f"{sum(host[:k]) / k:.4f}")
+                bar.set_postfix(loss=f"{sum(mean_losses) / k:.4f}")
                 loss_sum.zero_()
-                weight_sum.zero_()
                 interval_steps, interval_start = 0, time.perf_counter()
             evaluate_now = cfg.eval_every and self.step % cfg.eval_every == 0
             if self.step % cfg.checkpoint_every == 0 or self.step == end or evaluate_now:
@@ -262,11 +263,14 @@ class Trainer:
         best = self.ckpt_dir / "best.pt"
         return TrainResult(self.run_dir, self.step, last_path, best if best.is_file() else None, self.best_success)
 
-    def _log(self, writer: Any, record: dict[str, Any]) -> None:
+    def _log(self, writer: Any, record: dict[str, Any], weight_trace: torch.Tensor) -> None:
+        """TensorBoard: interval-mean losses, and the task weights of every step of the interval."""
         step = record["step"]
-        for task in self.tasks:
+        first = step - weight_trace.shape[0] + 1
+        for index, task in enumerate(self.tasks):
             writer.add_scalar(f"loss/{task}", record["loss"][task], step)
-            writer.add_scalar(f"weight/{task}", record["weight"][task], step)
+            for offset, weight in enumerate(weight_trace[:, index].tolist()):
+                writer.add_scalar(f"weight/{task}", weight, first + offset)
         writer.add_scalar("loss/mean", sum(record["loss"].values()) / len(self.tasks), step)
         writer.add_scalar("train/lr", record["lr"], step)
         writer.add_scalar("train/samples_per_s", record["samples_per_s"], step)

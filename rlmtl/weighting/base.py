@@ -92,6 +92,10 @@ class Weighting(nn.Module):
     def after_step(self, losses_after: torch.Tensor | None, context: StepContext) -> None:
         """Called after optimizer.step(); `losses_after` [K] only if `requirements.post_step_losses`."""
 
+    def check(self) -> None:
+        """Raise if the method's state has become invalid (a flag set on the device during
+        combine/after_step). The trainer calls it at log intervals, where a host sync is allowed."""
+
 
 WEIGHTINGS: Registry[Callable[..., Weighting]] = Registry("weighting")
 

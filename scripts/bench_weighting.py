@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Per-step cost of every weighting method relative to `uniform`, on the default MT10 agent and batch.
+
+    python scripts/bench_weighting.py [CONFIG] [--rounds 15] [--steps-per-round 10] [--methods a,b,...]
+
+Time: all methods are built on the same data and stepped round-robin in ONE process (each round
+runs every method for a few full training steps: sample, losses, weighting, backward, clip,
+AdamW, post-step work), so machine noise hits them alike; the table gives the median per-step
+time over rounds, its ratio to uniform and the spread (min-max of the per-round ratio).
+Memory: peak resident memory of a separate process per method running the same steps, minus
+that of uniform (on CUDA: peak allocated device memory instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_methods() -> list[str]:
+    from rlmtl.weighting import WEIGHTINGS
+
+    names = WEIGHTINGS.names()
+    return ["uniform"] + [n for n in names if n != "uniform"] + (["auto_lambda+cagrad"] if {"auto_lambda", "cagrad"} <= set(names) else [])
+
+
+def method_overrides(method: str, config_path: str, tasks: list[str]) -> list[str]:
+    """Method-specific settings the benchmark needs (primary tasks for auxiliary-mode methods)."""
+    from rlmtl.weighting import make_weighting
+
+    overrides = [f"weighting.name={method}"]
+    if make_weighting(method, len(tasks) or 10).requirements.primary_tasks:
+        overrides.append("weighting.primary_tasks=[peg-insert-side-v3]")
+    return overrides
+
+
+def make_trainer(config_path: str, method: str, extra: list[str], folder: Path):
+    from rlmtl.config import load_config
+    from rlmtl.train import Trainer
+
+    overrides = [f"out_dir={folder}", f"name=bench-{method.replace('+', '_')}", *method_overrides(method, config_path, []), *extra]
+    return Trainer(load_config(config_path, overrides), progress=False)
+
+
+def time_methods(config_path: str, methods: list[str], extra: list[str], rounds: int, steps: int) -> dict[str, list[float]]:
+    from rlmtl.collect import collect
+    from rlmtl.config import load_config
+
+    collect(load_config(config_path, extra), progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {m: make_trainer(config_path, m, extra, Path(tmp)) for m in methods}
+        for trainer in trainers.values():  # warm-up
+            for _ in range(3):
+                trainer.train_step()
+        per_round: dict[str, list[float]] = {m: [] for m in methods}
+        for _ in range(rounds):
+            for method, trainer in trainers.items():
+                start = time.perf_counter()
+                for _ in range(steps):
+                    losses, _ = trainer.train_step()
+                losses.sum().item()  # wait for the device before stopping the clock
+                per_round[method].append((time.perf_counter() - start) / steps)
+    return per_round
+
+
+def peak_memory(config_path: str, method: str, extra: list[str], steps: int) -> float:
+    """Peak memory in MiB of a fresh process running `steps` steps of `method`."""
+    code = (
+        "import json, resource, sys, tempfile, torch; from pathlib import Path;"
+        f"sys.path.insert(0, {str(ROOT / 'scripts')!r}); import bench_weighting as b;"
+        "t = tempfile.mkdtemp();"
+        f"tr = b.make_trainer({config_path!r}, {method!r}, {extra!r}, Path(t));"
+        "cuda = tr.device.type == 'cuda';"
+        "torch.cuda.reset_peak_memory_stats() if cuda else None;"
+        f"[tr.train_step() for _ in range({steps})];"
+        "print(json.dumps(torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{method}: {result.stderr.strip().splitlines()[-1] if result.stderr else 'failed'}")
+    return float(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "mt10.yaml"))
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps-per-round", type=int, default=10)
+    parser.add_argument("--memory-steps", type=int, default=20)
+    parser.add_argument("--methods", default="", help="comma-separated; default: every registered method")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.device=cuda")
+    args = parser.parse_args()
+    methods = args.methods.split(",") if args.methods else default_methods()
+    if "uniform" not in methods:
+        methods.insert(0, "uniform")
+    per_round = time_methods(args.config, methods, args.overrides, args.rounds, args.steps_per_round)
+    base = per_round["uniform"]
+    memory = {m: peak_memory(args.config, m, args.overrides, args.memory_steps) for m in methods}
+    print(f"threads {torch.get_num_threads()}, {args.rounds} rounds x {args.steps_per_round} steps, config {Path(args.config).name}")
+    print("| method | ms / step (median) | × uniform | spread (min–max ×) | peak memory (MiB) | Δ memory vs uniform (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for method in methods:
+        times = per_round[method]
+        ratios = [t / b for t, b in zip(times, base)]
+        median = statistics.median(times)
+        print(f"| {method} | {median * 1000:.2f} | {median / statistics.median(base):.2f} | {min(ratios):.2f}–{max(ratios):.2f} | {memory[method]:.0f} | {memory[method] - memory['uniform']:+.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
