@@ -151,3 +151,23 @@ def test_uniform_through_the_engine_matches_sum_backward():
     engine.after_step()
     for got, want in zip((p.grad for p in agent.parameters()), expected):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("make", [lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01), lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)])
+@pytest.mark.parametrize("warm_steps", [0, 3])
+def test_exact_adam_step_scale_equals_autograd(make, warm_steps):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).double()
+    optimizer = make(model.parameters())
+    for _ in range(warm_steps):
+        optimizer.zero_grad()
+        model(torch.randn(4, 3, dtype=torch.float64)).pow(2).sum().backward()
+        optimizer.step()
+    params = dict(model.named_parameters())
+    grads = {n: torch.randn_like(p) for n, p in params.items()}
+    leaves = {n: g.clone().requires_grad_() for n, g in grads.items()}
+    stepped = virtual_step(optimizer, params, leaves)
+    exact = step_scale(optimizer, params, grads, exact=True)
+    for name in params:
+        derivative = torch.autograd.grad(stepped[name].sum(), leaves[name], retain_graph=True)[0]
+        torch.testing.assert_close(exact[name], derivative)

@@ -7,9 +7,11 @@ shared/reference/weighting.md §3.8). Supported exactly, per parameter group: `t
 L2 vs decoupled weight decay; not amsgrad). The step is pure tensor arithmetic, so it is
 differentiable with respect to the gradients passed in (used by the tests' autograd references).
 
-`step_scale` returns d(theta')/d(g) elementwise: exact for SGD; for Adam it treats the second
-moment as fixed within the step (it changes by (1 - beta2) g^2 only), the choice rlmtl documents
-for Auto-Lambda's finite-difference direction under Adam.
+`step_scale` returns d(theta')/d(g) elementwise: exact for SGD; for Adam it holds the second
+moment fixed at its value AFTER this step's update (it depends on g only through (1 - beta2) g^2),
+the choice rlmtl documents for Auto-Lambda's finite-difference direction under Adam. Pass the
+step's gradients: without them the pre-step moment is used, which is 0 before the first step
+and makes the scale -lr/eps.
 """
 
 from __future__ import annotations
@@ -57,8 +59,12 @@ def virtual_step(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Para
     return updated
 
 
-def step_scale(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter]) -> Params:
-    """d(theta')/d(g) per element (a negative number or tensor per parameter)."""
+def step_scale(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter], grads: Params | None = None, exact: bool = False) -> Params:
+    """d(theta')/d(g) per element (a tensor per parameter); see the module docstring.
+
+    With `exact=True` (needs `grads`) Adam's derivative also includes the second moment's own
+    dependence on g, in closed form: d/dg' [m_hat / (sqrt(v_hat) + eps)] =
+    (1 - beta1) / (b1 D) - m_hat (1 - beta2) g' / (b2 D^2 sqrt(v_hat)), D = sqrt(v_hat) + eps."""
     kind = _check_supported(optimizer)
     groups = _groups_by_param(optimizer)
     scales: Params = {}
@@ -79,7 +85,22 @@ def step_scale(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parame
             beta1, beta2 = group["betas"]
             step = float(state["step"]) + 1 if "step" in state else 1.0
             exp_avg_sq = state.get("exp_avg_sq", torch.zeros_like(param))
-            denominator = (exp_avg_sq / (1 - beta2 ** (step - 1)) if step > 1 else exp_avg_sq).sqrt() + group["eps"]
+            grad = None if grads is None else grads.get(name)
+            if grad is None:  # the pre-step moment, bias-corrected for the steps it has seen
+                denominator = (exp_avg_sq / (1 - beta2 ** (step - 1)) if step > 1 else exp_avg_sq).sqrt() + group["eps"]
+            else:
+                if group["weight_decay"] and kind == "adam":
+                    grad = grad + group["weight_decay"] * param
+                updated = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
+                root = (updated / (1 - beta2**step)).sqrt()
+                denominator = root + group["eps"]
+                if exact:
+                    exp_avg = beta1 * state["exp_avg"] + (1 - beta1) * grad if "exp_avg" in state else (1 - beta1) * grad
+                    first = exp_avg / (1 - beta1**step)
+                    # where v_hat = 0 the moment's path vanishes (g' = 0 there): keep only the first term
+                    moment_path = torch.where(root > 0, first * (1 - beta2) * grad / ((1 - beta2**step) * denominator**2 * root.clamp_min(1e-30)), torch.zeros_like(root))
+                    scales[name] = -lr * ((1 - beta1) / (1 - beta1**step) / denominator - moment_path)
+                    continue
             scales[name] = -lr * (1 - beta1) / (1 - beta1**step) / denominator
     return scales
 

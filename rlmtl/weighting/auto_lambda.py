@@ -1,0 +1,209 @@
+"""Auto-Lambda (Liu, James, Davison, Johns, "Auto-Lambda: Disentangling Dynamic Task Relationships",
+TMLR 2022, arXiv 2202.03091): task weights lambda [K] learned by one-step meta-learning.
+
+Per update step (official `auto_lambda.py::unrolled_backward`, followed by the meta optimizer step):
+
+1. g = grad_theta sum_i lambda_i L_i(theta; train batch), over every model parameter;
+2. theta' = the step the model optimizer would take with g (a *virtual* step);
+3. d = grad_theta' sum_{i primary} L_i(theta'; val batch);
+4. the meta-gradient dL_val(theta'(lambda))/dlambda_i = d . (dtheta'/dg) . grad_theta L_i, estimated
+   by a central finite difference of L_i(theta; train) along v = (dtheta'/dg) d;
+5. one Adam step on lambda; the real step then uses sum_i lambda_i L_i with the updated lambda.
+
+Differences from the official code, all deliberate:
+
+* The virtual step mirrors the optimizer the run really uses (`lookahead.virtual_step`: SGD with
+  momentum / dampening / nesterov / weight decay, Adam, AdamW; every parameter group), where the
+  official code only knows SGD and reads `param_groups[0]` (shared/reference/weighting.md §3.8).
+  For SGD (dampening 0) it is the official formula theta - alpha (momentum * buffer + g + wd theta).
+* The finite-difference direction is v = J^T d, J = dtheta'/dg (elementwise: every supported
+  optimizer's step is a per-coordinate function of g, so J is diagonal), with radius
+  eps = `fd_radius` / ||v|| and lambda.grad_i = (L_i(theta + eps v) - L_i(theta - eps v)) / (2 eps).
+  For SGD, J = -alpha (x (1 + momentum) with nesterov), so this equals the official `-alpha * h`
+  exactly (the two evaluation points coincide with the official theta-/theta+; the step in
+  parameter space has norm `fd_radius` = 0.01 in both).
+  Under Adam/AdamW J depends on how the second moment is treated (`jacobian`):
+  "exact" (default): the full elementwise derivative of the Adam/AdamW step, second moment's own
+  dependence on g included, in closed form (`lookahead.step_scale(..., exact=True)`): no extra
+  autograd pass. The finite difference then estimates the exact dL_val/dlambda under Adam too.
+  "held": the second moment is held fixed at its value after this step's update; it ignores only
+  v's own (1 - beta2) g^2 dependence. Close to "exact" once Adam has some history, far from it on
+  the very first step (Adam's first step is ~ -lr sign(g), whose true derivative is ~0).
+  For SGD both options are the same J.
+* No deep copy of the model and no in-place finite difference: every evaluation goes through
+  `context.losses_at` at explicit parameter tensors, so the live model is never touched (the
+  official in-place theta += eps d; theta -= 2 eps d; theta += eps d is not bit-exact, §3.9).
+  Unused parameters are allowed (§3.10): a parameter without a gradient does not move, exactly as
+  in the real optimizer step.
+* The two finite-difference evaluations run as ONE call vmapped over the two parameter sets with
+  `randomness="same"` (`vectorize=True`, default), so random operations inside the model's forward
+  (rlmtl's image augmentation, dropout) draw the same numbers at theta + eps v and theta - eps v;
+  with two independent draws the difference would be dominated by augmentation noise. With
+  `vectorize=False` (for models vmap cannot run, e.g. BatchNorm in training mode) the two calls
+  replay the same RNG state instead.
+* If the engine hands over losses without a graph (a composite such as `auto_lambda+cagrad` on the
+  batched per-task-gradient route), the training losses are re-evaluated with `losses_at` on
+  `context.batch` to take g.
+
+lambda is raw and unconstrained (no softmax, no clamp), initialised to `weight_init` = 0.1, as in the
+official code. The meta optimizer is Adam (betas 0.9/0.999, eps 1e-8, no weight decay, as the official
+`optim.Adam([meta_weights], lr)`), kept in buffers (`BufferAdam`) so it is saved with the checkpoint.
+
+`meta_lr` default 1e-4: the official dense-prediction trainer default (NYUv2; 3e-4 on CIFAR-100,
+3e-5 on CityScapes). Adam's step is about `meta_lr` per update whatever the meta-gradient's scale,
+so BC's small losses (1e-3..1e-1) do not call for a larger rate; what matters is the drift budget
+meta_lr x updates: NYUv2 runs ~40k steps (budget ~4), rlmtl's default 20k steps gives ~2, i.e. lambda
+can move by up to 20x its initial value, which is ample. Raise it for short runs.
+
+Auxiliary mode: with `primary_tasks` (a bool mask [K]) only those tasks enter the validation loss;
+lambda is still learned for every task. Without it (None) every task is primary (multi-task mode).
+
+Cost per update step (beyond the real step): 1 backward through the training losses' graph, one
+forward + backward on the validation batch at theta', and 2 forwards (one vmapped call) for the
+finite difference; `update_every` > 1 amortises it. Measured on CPU (K = 10, 3x256 MLP agent,
+batch 32 per task, AdamW): see scripts/bench_weighting.py and the README (the official code:
+3.8x, shared/reference/weighting.md §1.2); on such a small model Python overhead dominates.
+
+Not mirrored (as in the official code): gradient clipping applied by the trainer after the engine
+(train.grad_clip) changes the real step but not the virtual one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.func import vmap
+
+from rlmtl.weighting.adam import BufferAdam
+from rlmtl.weighting.base import Params, Requirements, StepContext, Weighting, WeightingResult, register_weighting
+from rlmtl.weighting.lookahead import step_scale, virtual_step
+
+
+def losses_at_many(
+    losses_at: Callable[[Params, Any], torch.Tensor],
+    varying: Params,
+    fixed: Params,
+    batch: Any,
+    vectorize: bool = True,
+) -> torch.Tensor:
+    """Losses at S parameter sets: `varying` {name: [S, *shape]}, `fixed` {name: tensor} shared by
+    all sets -> [S, K].
+
+    vectorize=True: one `torch.func.vmap` over the S sets with `randomness="same"` (every set sees
+    the same random numbers). vectorize=False: S calls, each replaying the RNG state the first one
+    started from (so the result does not depend on the mode's random draws either)."""
+    if vectorize:
+        return vmap(lambda params: losses_at({**fixed, **params}, batch), randomness="same")(varying)
+    first = next(iter(varying.values()))
+    count = first.shape[0]
+    devices = [first.device] if first.device.type == "cuda" else []
+    rows = []
+    for s in range(count):
+        params = {**fixed, **{name: value[s] for name, value in varying.items()}}
+        if s < count - 1:
+            with torch.random.fork_rng(devices=devices):
+                rows.append(losses_at(params, batch))
+        else:
+            rows.append(losses_at(params, batch))
+    return torch.stack(rows)
+
+
+@register_weighting("auto_lambda")
+class AutoLambda(Weighting):
+    """Auto-Lambda: raw task weights lambda [K] meta-learned from a one-step lookahead.
+
+    Args:
+        num_tasks: K.
+        weight_init: initial lambda_i (official default 0.1).
+        meta_lr: Adam learning rate on lambda (default 1e-4, see the module docstring).
+        update_every: meta-update on steps with `context.step % update_every == 0`; other steps
+            reuse lambda unchanged (cost 0 extra passes).
+        fd_radius: norm of the finite-difference step in parameter space (official 0.01).
+        vectorize: evaluate the two finite-difference points in one vmapped call.
+        jacobian: "exact" (Adam's full elementwise step derivative) or "held" (its second moment
+            held fixed); identical for SGD, see the module docstring.
+    """
+
+    requirements = Requirements(val_batch=True, optimizer=True, functional_losses=True)
+
+    def __init__(
+        self,
+        num_tasks: int,
+        weight_init: float = 0.1,
+        meta_lr: float = 1e-4,
+        update_every: int = 1,
+        fd_radius: float = 0.01,
+        vectorize: bool = True,
+        jacobian: str = "exact",
+    ) -> None:
+        super().__init__(num_tasks)
+        if update_every < 1:
+            raise ValueError(f"update_every must be >= 1, got {update_every}")
+        if meta_lr <= 0 or fd_radius <= 0:
+            raise ValueError(f"meta_lr and fd_radius must be positive, got {meta_lr}, {fd_radius}")
+        if jacobian not in ("held", "exact"):
+            raise ValueError(f"jacobian must be 'held' or 'exact', got {jacobian!r}")
+        self.jacobian = jacobian
+        self.update_every = int(update_every)
+        self.fd_radius = float(fd_radius)
+        self.vectorize = bool(vectorize)
+        self.register_buffer("lambdas", torch.full((num_tasks,), float(weight_init)))
+        self.meta_optimizer = BufferAdam((num_tasks,), lr=meta_lr)
+
+    def combine(self, losses: torch.Tensor, context: StepContext) -> WeightingResult:
+        """losses [K] (with their graph, or detached on the per-task-gradient route) -> lambda [K]."""
+        if context.step % self.update_every == 0:
+            grad = self.meta_gradient(losses, context)
+            self.meta_optimizer.step(self.lambdas, grad.detach().to(self.lambdas.dtype))
+        return WeightingResult(weights=self.lambdas.clone())
+
+    def meta_gradient(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        """d L_val(theta'(lambda)) / d lambda [K] at the current lambda (what Adam then steps on).
+
+        Reads context.optimizer, named_parameters, losses_at, batch (the training batch, for the
+        finite difference), val_batch and primary_tasks. Leaves the model and optimizer untouched."""
+        optimizer, named, losses_at = context.optimizer, context.named_parameters, context.losses_at
+        if optimizer is None or named is None or losses_at is None or context.val_batch is None:
+            raise ValueError("auto_lambda needs optimizer, named_parameters, losses_at and val_batch in the context")
+        if context.batch is None:
+            raise ValueError("auto_lambda evaluates the training losses at shifted parameters: pass batch= to backward()")
+        names = [name for name, param in named.items() if param.requires_grad]
+        detached: Params = {name: param.detach() for name, param in named.items()}
+
+        # 1. g = grad_theta sum_i lambda_i L_i(theta; train)
+        train_losses = losses if losses.requires_grad else losses_at(dict(named), context.batch)
+        lambdas = self.lambdas.to(train_losses.dtype)
+        grads = torch.autograd.grad((lambdas * train_losses).sum(), [named[n] for n in names], retain_graph=True, allow_unused=True)
+        moved = {name: grad for name, grad in zip(names, grads) if grad is not None}
+        if not moved:
+            return torch.zeros_like(self.lambdas)
+
+        # 2. theta' = the real optimizer's step with g (functional: nothing is written)
+        inputs = {name: grad.detach() for name, grad in moved.items()}
+        with torch.no_grad():
+            stepped = virtual_step(optimizer, named, inputs)
+        leaves = {name: stepped[name].detach().requires_grad_() for name in moved}
+
+        # 3. d = grad_theta' sum_{i primary} L_i(theta'; val)
+        val_losses = losses_at({**detached, **leaves}, context.val_batch)
+        primary = torch.ones_like(val_losses) if context.primary_tasks is None else context.primary_tasks.to(val_losses.dtype)
+        d = torch.autograd.grad((primary * val_losses).sum(), list(leaves.values()), allow_unused=True)
+
+        # 4. finite difference of L_i(theta; train) along v = (dtheta'/dg) d
+        scales = step_scale(optimizer, named, inputs, exact=self.jacobian == "exact")
+        direction = {name: scales[name] * grad for name, grad in zip(leaves, d) if grad is not None and name in scales}
+        if not direction:
+            return torch.zeros_like(self.lambdas)
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in direction.values()]))
+        eps = self.fd_radius / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+        with torch.no_grad():
+            varying = {name: torch.stack([detached[name] + eps * v, detached[name] - eps * v]) for name, v in direction.items()}
+            fixed = {name: value for name, value in detached.items() if name not in varying}
+            shifted = losses_at_many(losses_at, varying, fixed, context.batch, self.vectorize)  # [2, K]
+            return (shifted[0] - shifted[1]) / (2 * eps)
+
+    def check(self) -> None:
+        """Raise if lambda has become non-finite (called at log intervals, where a sync is fine)."""
+        if not bool(torch.isfinite(self.lambdas).all()):
+            raise FloatingPointError(f"auto_lambda: non-finite task weights {self.lambdas.tolist()}")
