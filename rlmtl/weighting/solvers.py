@@ -1,0 +1,140 @@
+"""Small convex solvers on the K x K Gram matrix of the task gradients, run on its device.
+
+Both run a fixed number of Newton iterations, so they never synchronise with the host (no
+data-dependent Python branch, `solve_ex` without error checks); the caller decides whether to
+read the returned residual. Everything is computed in float64: the systems are K x K, so this
+costs nothing measurable and keeps ill-conditioned Gram matrices (nearly collinear gradients)
+solvable.
+
+* `nash_bargaining_weights` (Nash-MTL): alpha > 0 with (M alpha)_i = 1 / alpha_i.
+* `cagrad_simplex_weights` (CAGrad): argmin over the simplex of
+  w^T b + c sqrt(w^T A w + eps), the dual of CAGrad's conflict-averse direction.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Damped Newton takes full steps once the Newton decrement is below this (the quadratic phase of
+# a self-concordant function starts below (3 - sqrt 5) / 2 = 0.38).
+_FULL_STEP_DECREMENT = 0.25
+# Fraction of the distance to the boundary alpha_i = 0 (or w_i = 0) a step may go.
+_TO_BOUNDARY = 0.99
+
+
+def _max_step_inside(point: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Largest t <= 1 keeping `point + t * direction` >= (1 - 0.99) * point elementwise; [..., K] -> [...]."""
+    ratio = torch.where(direction < 0, -point / direction, torch.full_like(point, float("inf")))
+    return (_TO_BOUNDARY * ratio.amin(dim=-1)).clamp(max=1.0)
+
+
+def _nash_objective(alpha: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """f(alpha) = 1/2 alpha^T M alpha - sum_i log alpha_i for a batch of points [..., K] -> [...]."""
+    return 0.5 * ((alpha @ matrix) * alpha).sum(-1) - alpha.log().sum(-1)
+
+
+def nash_bargaining_weights(gram: torch.Tensor, init: torch.Tensor | None = None, iterations: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve (gram @ alpha)_i = 1 / alpha_i for alpha > 0 by damped Newton.
+
+    The equation is the stationarity condition of f(alpha) = 1/2 alpha^T M alpha - sum_i log alpha_i,
+    which is strictly convex and self-concordant on alpha > 0 when M is positive semi-definite;
+    it has a minimiser (and the equation a positive solution) iff f is bounded below, which fails
+    e.g. when a task's gradient is zero or two gradients are exactly opposite. Each iteration takes
+    the Newton step with length 1 / (1 + lambda) (lambda = Newton decrement; a full step once
+    lambda < 0.25), capped at 99% of the way to alpha_i = 0.
+
+    Args:
+        gram: M [K, K], symmetric positive semi-definite (Nash-MTL normalises G G^T by its
+            Frobenius norm before calling).
+        init: a warm start [K] > 0 (e.g. the previous solution). The start is whichever of `init`
+            and 1 / sqrt(M_ii) (the solution for orthogonal gradients) has the lower f, after
+            each is rescaled to the best multiple of itself, s = sqrt(K / x^T M x).
+        iterations: the fixed number of Newton iterations.
+
+    Returns:
+        alpha [K] (gram's dtype) and the residual max_i |alpha_i (M alpha)_i - 1| (a 0-dim float64
+        tensor, +inf if alpha is not finite). Nothing is checked here: the caller decides.
+    """
+    num_tasks = gram.shape[0]
+    matrix = gram.detach().to(torch.float64)
+    # the solution when the gradients are orthogonal, 1 / sqrt(M_ii), and `init`: rescaled to the
+    # best multiple of themselves along their ray, the one with the lower f is the start
+    diagonal = matrix.diagonal()
+    starts = diagonal.clamp_min(1e-12 * diagonal.amax().clamp_min(1e-300)).rsqrt().unsqueeze(0)
+    if init is not None:
+        starts = torch.cat([starts, init.detach().to(torch.float64).clamp_min(1e-300).unsqueeze(0)])
+    curvature = ((starts @ matrix) * starts).sum(-1, keepdim=True).clamp_min(1e-300)
+    starts = starts * torch.sqrt(num_tasks / curvature)
+    alpha = starts.index_select(0, _nash_objective(starts, matrix).argmin().unsqueeze(0)).squeeze(0)  # no host read
+    for _ in range(iterations):
+        gradient = matrix @ alpha - 1.0 / alpha
+        hessian = matrix + torch.diag(alpha.pow(-2))
+        step = -torch.linalg.solve_ex(hessian, gradient.unsqueeze(-1))[0].squeeze(-1)
+        decrement = torch.sqrt((-gradient * step).sum().clamp_min(0.0))
+        length = torch.where(decrement < _FULL_STEP_DECREMENT, torch.ones_like(decrement), 1.0 / (1.0 + decrement))
+        alpha = alpha + torch.minimum(length, _max_step_inside(alpha, step)) * step
+    residual = (alpha * (matrix @ alpha) - 1.0).abs().amax()
+    finite = torch.isfinite(alpha).all() & (alpha > 0).all()
+    residual = torch.where(finite & torch.isfinite(residual), residual, torch.full_like(residual, float("inf")))
+    return alpha.to(gram.dtype), residual
+
+
+def _cagrad_objective(weights: torch.Tensor, linear: torch.Tensor, gram: torch.Tensor, radius: float | torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """w^T b + c sqrt(w^T A w + eps) for a batch of points [..., K] -> [...]."""
+    quadratic = ((weights @ gram) * weights).sum(-1)
+    return weights @ linear + radius * torch.sqrt(quadratic + eps)
+
+
+def cagrad_simplex_weights(
+    gram: torch.Tensor,
+    linear: torch.Tensor,
+    radius: torch.Tensor,
+    eps: torch.Tensor,
+    iterations: int = 30,
+    line_search: int = 16,
+    final_barrier: float = 1e12,
+) -> torch.Tensor:
+    """argmin over the probability simplex of F(w) = w^T b + c sqrt(w^T A w + eps).
+
+    F is convex (c sqrt(w^T A w + eps) is c times the norm of an affine map of w). A log-barrier
+    interior-point method: minimise t F(w) - sum_i log w_i subject to sum_i w_i = 1 by Newton
+    steps on the equality-constrained KKT system, with t = final_barrier^(k / ramp) growing
+    geometrically to `final_barrier` over the first 3/4 of the iterations (then held), so the final point is
+    within about K / final_barrier of the optimum in F (relative to F's scale, see below). The
+    step length is chosen by a line search evaluated in parallel: F at `line_search` halvings of
+    the longest step that stays 99% inside the simplex, plus the current point, keeping the best
+    one, so there is no data-dependent loop.
+
+    The caller should scale the problem so that A has O(1) entries (CAGrad divides A, b, c^2 and
+    eps by trace(A) / K, which leaves the argmin unchanged).
+
+    Args:
+        gram: A [K, K] positive semi-definite. linear: b [K]. radius: c >= 0 (0-dim). eps: > 0 (0-dim).
+    Returns:
+        w [K] on the simplex (float64).
+    """
+    num_tasks = gram.shape[0]
+    options = dict(dtype=torch.float64, device=gram.device)
+    matrix, linear = gram.detach().to(**options), linear.detach().to(**options)
+    radius, eps = torch.as_tensor(radius, **options), torch.as_tensor(eps, **options)
+    weights = torch.full((num_tasks,), 1.0 / num_tasks, **options)
+    ones = torch.ones(num_tasks, **options)
+    fractions = torch.cat([0.5 ** torch.arange(line_search, **options), torch.zeros(1, **options)])  # [S + 1]
+    ramp = max(1, (3 * iterations) // 4)
+    for iteration in range(iterations):
+        barrier = final_barrier ** (min(iteration + 1, ramp) / ramp)
+        product = matrix @ weights
+        norm = torch.sqrt(weights @ product + eps)
+        gradient = barrier * (linear + radius * product / norm) - 1.0 / weights
+        hessian = barrier * radius * (matrix / norm - torch.outer(product, product) / norm**3) + torch.diag(weights.pow(-2))
+        # Newton step on {sum w = 1}: step = -H^-1 (gradient + nu 1) with 1^T step = 0
+        solved = torch.linalg.solve_ex(hessian, torch.stack([gradient, ones], dim=1))[0]
+        nu = -solved[:, 0].sum() / solved[:, 1].sum()
+        step = -(solved[:, 0] + nu * solved[:, 1])
+        candidates = weights + (_max_step_inside(weights, step) * fractions).unsqueeze(-1) * step  # [S + 1, K]
+        candidates = candidates.clamp_min(torch.finfo(torch.float64).tiny)
+        merit = barrier * _cagrad_objective(candidates, linear, matrix, radius, eps) - candidates.log().sum(-1)
+        merit = torch.nan_to_num(merit, nan=float("inf"))
+        weights = candidates.index_select(0, merit.argmin().unsqueeze(0)).squeeze(0)  # no host read
+        weights = weights / weights.sum()
+    return weights
