@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -128,7 +129,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         for suite, tasks in suites.items():
             print(f"backend {name}, suite {suite}: {', '.join(tasks)}")
     print(f"encoders: {', '.join(listing['encoders'])}")
-    print(f"weightings: {', '.join(listing['weightings'])}")
+    print("weightings (name: what it needs from the trainer; defaults):")
+    for name in listing["weightings"]:
+        cls = WEIGHTINGS.get(name)
+        needs = [f for f in cls.requirements.__dataclass_fields__ if getattr(cls.requirements, f)] or ["losses only"]
+        defaults = {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items() if k not in ("self", "num_tasks")}
+        print(f"  {name}: {', '.join(needs)}; {defaults or 'no parameters'}")
+    print("  <a>+<b>: weighting a composed with gradient method b, e.g. auto_lambda+cagrad")
     return 0
 
 
@@ -183,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides may also follow options: `rlmtl train CONFIG --resume train.steps=10`
+    if extra and (not hasattr(args, "overrides") or any(item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except RlmtlError as error:

@@ -96,8 +96,11 @@ class Trainer:
         self.agent.to(self.device)
         self.optimizer = torch.optim.AdamW(self.agent.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, config.train.steps, config.train.warmup_steps, config.train.min_lr_ratio)
-        self.weighting = make_weighting(config.weighting.name, len(self.tasks), config.weighting.params).to(self.device)
-        self.balance = self._make_balance()
+        try:
+            self.weighting = make_weighting(config.weighting.name, len(self.tasks), config.weighting.params).to(self.device)
+            self.balance = self._make_balance()
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"weighting {config.weighting.name!r}: {error}") from None
         self.sampler = TaskBalancedSampler(self.data, config.agent.obs_keys, config.train.batch_per_task, config.train.seed, self.device)
         self.val_sampler = None
         if self.weighting.requirements.val_batch:

@@ -129,3 +129,17 @@ def test_unwritable_run_folder(tiny_config_file, tmp_path):
 def test_eval_bad_checkpoint_path(tmp_path):
     result = rlmtl("eval", tmp_path / "nothing-here")
     assert result.returncode == 2 and "nothing-here" in error_line(result)
+
+
+def test_weighting_config_errors_are_one_line(tiny_config_file, capsys):
+    config = str(tiny_config_file())
+    from rlmtl.collect import collect
+    from rlmtl.config import load_config
+
+    collect(load_config(config), progress=False)
+    assert main(["train", config, "--no-progress", "weighting.name=hydalearn"]) == 2
+    assert "primary tasks" in capsys.readouterr().err
+    assert main(["train", config, "--no-progress", "weighting.name=famo", "weighting.params.gama=1"]) == 2
+    assert "gama" in capsys.readouterr().err
+    assert main(["train", config, "--no-progress", "weighting.name=famous"]) == 2
+    assert "unknown weighting 'famous'" in capsys.readouterr().err
