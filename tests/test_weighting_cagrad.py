@@ -118,3 +118,17 @@ def test_through_multitask_backward():
         optimizer.step()
         engine.after_step()
     assert task_losses().sum().item() < start
+
+
+def test_update_weights_every_reuses_the_simplex_weights_between_solves():
+    from rlmtl.weighting import StepContext, make_weighting
+
+    torch.manual_seed(0)
+    method = make_weighting("cagrad", 4, {"update_weights_every": 3})
+    seen = []
+    for step in range(6):
+        grads = torch.randn(4, 20)
+        method.combine(torch.ones(4), StepContext(step=step, lr=0.1, shared_parameters=[], task_grads=grads))
+        seen.append(method.simplex_weights.clone())
+    assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2])
+    assert not torch.equal(seen[2], seen[3]) and torch.equal(seen[3], seen[5])

@@ -22,7 +22,9 @@ same convex problem, divided by trace(GG) / K (which leaves its argmin unchanged
 constants included), is solved on the device by a log-barrier Newton method with a fixed number
 of iterations (`solvers.cagrad_simplex_weights`); with the default 30 iterations its objective
 was within 2.2e-7 (relative to calpha |g0|^2 + |F*|) of a tightly converged SLSQP (ftol 1e-15)
-on 300 random K = 2..10 problems, and below SLSQP's where SLSQP stopped early. w is kept in the non-persistent buffer `simplex_weights` [K] for
+on 300 random K = 2..10 problems, and below SLSQP's where SLSQP stopped early. `update_weights_every` = n > 1 solves for w every n steps only and reuses it in between (the
+direction is still built from the current gradients); the solver is most of CAGrad's own cost on
+a small model (see the README's cost table). w is kept in the buffer `simplex_weights` [K] for
 logging.
 """
 
@@ -40,7 +42,7 @@ class CAGrad(Weighting):
 
     requirements = Requirements(task_grads=True)
 
-    def __init__(self, num_tasks: int, calpha: float = 0.5, rescale: int = 1, scale_by_num_tasks: bool = False, solver_iters: int = 30) -> None:
+    def __init__(self, num_tasks: int, calpha: float = 0.5, rescale: int = 1, scale_by_num_tasks: bool = False, solver_iters: int = 30, update_weights_every: int = 1) -> None:
         super().__init__(num_tasks)
         if calpha < 0:
             raise ValueError(f"calpha must be >= 0, not {calpha}")
@@ -48,9 +50,13 @@ class CAGrad(Weighting):
             raise ValueError(f"rescale must be 0, 1 or 2, not {rescale}")
         if solver_iters < 1:
             raise ValueError(f"solver_iters must be >= 1, not {solver_iters}")
+        if update_weights_every < 1:
+            raise ValueError(f"update_weights_every must be >= 1, not {update_weights_every}")
         self.calpha, self.rescale, self.scale_by_num_tasks, self.solver_iters = calpha, rescale, scale_by_num_tasks, solver_iters
+        self.update_weights_every = update_weights_every
         self.register_buffer("ones", torch.ones(num_tasks))
-        self.register_buffer("simplex_weights", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64), persistent=False)
+        # persistent: with update_weights_every > 1 the steps between solves reuse it (exact resume)
+        self.register_buffer("simplex_weights", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
 
     def solve(self, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """w [K] (float64) on the simplex and c (0-dim) for GG = `gram` [K, K]."""
@@ -64,8 +70,13 @@ class CAGrad(Weighting):
 
     def combine(self, losses: torch.Tensor, context: StepContext) -> WeightingResult:
         grads = context.task_grads  # [K, P]
-        weights, radius = self.solve(grads @ grads.T)
-        self.simplex_weights.copy_(weights)
+        gram = grads @ grads.T
+        if context.step % self.update_weights_every == 0:
+            weights, radius = self.solve(gram)
+            self.simplex_weights.copy_(weights)
+        else:  # between solves: the last w, the current gradients and radius
+            weights = self.simplex_weights
+            radius = self.calpha * torch.sqrt(gram.detach().to(torch.float64).mean() + 1e-8) + 1e-8
         combined = weights.to(grads.dtype) @ grads  # g_w [P]
         direction = grads.mean(dim=0) + (radius / (combined.norm() + 1e-8)).to(grads.dtype) * combined
         if self.rescale == 1:

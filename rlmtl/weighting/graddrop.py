@@ -26,15 +26,19 @@ from rlmtl.weighting.base import Requirements, StepContext, Weighting, Weighting
 
 
 def sign_dropout(grads: torch.Tensor, uniform: torch.Tensor, leak: float = 0.0) -> torch.Tensor:
-    """GradDrop's mask applied and summed: grads [K, P], uniform [P] in [0, 1) -> shared grad [P]."""
-    total = grads.sum(dim=0)
-    magnitude = grads.abs().sum(dim=0)
-    purity = 0.5 * (1.0 + torch.where(magnitude > 0, total / magnitude.clamp_min(torch.finfo(grads.dtype).tiny), torch.zeros_like(total)))
-    keep_positive = uniform < purity  # [P]
-    keep = torch.where(grads > 0, keep_positive, ~keep_positive) & (grads != 0)  # [K, P]
+    """GradDrop's mask applied and summed: grads [K, P], uniform [P] in [0, 1) -> shared grad [P].
+
+    Per coordinate the mask keeps either every positive or every negative component, so the
+    masked sum is the positive part's sum where U < P and the negative part's sum elsewhere:
+    two passes over [K, P] and the rest on [P]."""
+    positive = grads.clamp_min(0).sum(dim=0)
+    negative = grads.clamp_max(0).sum(dim=0)
+    magnitude = positive - negative
+    purity = 0.5 * (1.0 + torch.where(magnitude > 0, (positive + negative) / magnitude.clamp_min(torch.finfo(grads.dtype).tiny), torch.zeros_like(magnitude)))
+    kept = torch.where(uniform < purity, positive, negative)
     if leak == 0.0:
-        return torch.where(keep, grads, torch.zeros_like(grads)).sum(dim=0)
-    return (grads * (leak + (1.0 - leak) * keep.to(grads.dtype))).sum(dim=0)
+        return kept
+    return leak * (positive + negative) + (1.0 - leak) * kept
 
 
 @register_weighting("graddrop")

@@ -79,12 +79,6 @@ def nash_bargaining_weights(gram: torch.Tensor, init: torch.Tensor | None = None
     return alpha.to(gram.dtype), residual
 
 
-def _cagrad_objective(weights: torch.Tensor, linear: torch.Tensor, gram: torch.Tensor, radius: float | torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
-    """w^T b + c sqrt(w^T A w + eps) for a batch of points [..., K] -> [...]."""
-    quadratic = ((weights @ gram) * weights).sum(-1)
-    return weights @ linear + radius * torch.sqrt(quadratic + eps)
-
-
 def cagrad_simplex_weights(
     gram: torch.Tensor,
     linear: torch.Tensor,
@@ -113,13 +107,20 @@ def cagrad_simplex_weights(
     Returns:
         w [K] on the simplex (float64).
     """
-    num_tasks = gram.shape[0]
-    options = dict(dtype=torch.float64, device=gram.device)
-    matrix, linear = gram.detach().to(**options), linear.detach().to(**options)
-    radius, eps = torch.as_tensor(radius, **options), torch.as_tensor(eps, **options)
-    weights = torch.full((num_tasks,), 1.0 / num_tasks, **options)
-    ones = torch.ones(num_tasks, **options)
-    fractions = torch.cat([0.5 ** torch.arange(line_search, **options), torch.zeros(1, **options)])  # [S + 1]
+    matrix, linear = gram.detach().to(torch.float64), linear.detach().to(torch.float64)
+    radius = torch.as_tensor(radius, dtype=torch.float64, device=gram.device)
+    eps = torch.as_tensor(eps, dtype=torch.float64, device=gram.device)
+    return _compiled_cagrad_loop()(matrix, linear, radius, eps, iterations, line_search, final_barrier)
+
+
+def _cagrad_loop(matrix: torch.Tensor, linear: torch.Tensor, radius: torch.Tensor, eps: torch.Tensor, iterations: int, line_search: int, final_barrier: float) -> torch.Tensor:
+    """The interior-point iterations of `cagrad_simplex_weights` (TorchScript-compatible: the
+    loop runs compiled, which halves its per-iteration overhead on small K)."""
+    num_tasks = matrix.shape[0]
+    weights = torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64, device=matrix.device)
+    ones = torch.ones(num_tasks, dtype=torch.float64, device=matrix.device)
+    halvings = torch.pow(0.5, torch.arange(line_search, dtype=torch.float64, device=matrix.device))
+    fractions = torch.cat([halvings, torch.zeros(1, dtype=torch.float64, device=matrix.device)])  # [S + 1]
     ramp = max(1, (3 * iterations) // 4)
     for iteration in range(iterations):
         barrier = final_barrier ** (min(iteration + 1, ramp) / ramp)
@@ -131,10 +132,21 @@ def cagrad_simplex_weights(
         solved = torch.linalg.solve_ex(hessian, torch.stack([gradient, ones], dim=1))[0]
         nu = -solved[:, 0].sum() / solved[:, 1].sum()
         step = -(solved[:, 0] + nu * solved[:, 1])
-        candidates = weights + (_max_step_inside(weights, step) * fractions).unsqueeze(-1) * step  # [S + 1, K]
-        candidates = candidates.clamp_min(torch.finfo(torch.float64).tiny)
-        merit = barrier * _cagrad_objective(candidates, linear, matrix, radius, eps) - candidates.log().sum(-1)
+        ratio = torch.where(step < 0, -weights / step, torch.full_like(weights, float("inf")))
+        longest = (0.99 * ratio.amin()).clamp(max=1.0)
+        candidates = (weights + (longest * fractions).unsqueeze(-1) * step).clamp_min(2.2250738585072014e-308)  # [S + 1, K]
+        quadratic = ((candidates @ matrix) * candidates).sum(-1)
+        merit = barrier * (candidates @ linear + radius * torch.sqrt(quadratic + eps)) - candidates.log().sum(-1)
         merit = torch.nan_to_num(merit, nan=float("inf"))
         weights = candidates.index_select(0, merit.argmin().unsqueeze(0)).squeeze(0)  # no host read
         weights = weights / weights.sum()
     return weights
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _compiled_cagrad_loop():
+    if "cagrad" not in _COMPILED:
+        _COMPILED["cagrad"] = torch.jit.script(_cagrad_loop)
+    return _COMPILED["cagrad"]
