@@ -7,14 +7,13 @@ Time: all methods are built on the same data and stepped round-robin in ONE proc
 runs every method for a few full training steps: sample, losses, weighting, backward, clip,
 AdamW, post-step work), so machine noise hits them alike; the table gives the median per-step
 time over rounds, its ratio to uniform and the spread (min-max of the per-round ratio).
-Memory: peak resident memory of a separate process per method running the same steps, minus
-that of uniform (on CUDA: peak allocated device memory instead).
+Memory: in a fresh process per method, the peak memory the training steps use above the resident
+set after two warm-up steps (on CUDA: peak allocated device memory above the allocated baseline).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -31,15 +30,18 @@ def default_methods() -> list[str]:
     from rlmtl.weighting import WEIGHTINGS
 
     names = WEIGHTINGS.names()
-    return ["uniform"] + [n for n in names if n != "uniform"] + (["auto_lambda+cagrad"] if {"auto_lambda", "cagrad"} <= set(names) else [])
+    variants = ["auto_lambda@update_every=4", "cagrad@update_weights_every=2", "nash_mtl@update_weights_every=4", "hydalearn@variant=first_order", "auto_lambda+cagrad"]
+    return ["uniform"] + [n for n in names if n != "uniform"] + variants
 
 
 def method_overrides(method: str, config_path: str, tasks: list[str]) -> list[str]:
-    """Method-specific settings the benchmark needs (primary tasks for auxiliary-mode methods)."""
+    """Config overrides for a method spec `name` or `name@key=value@key=value` (its params);
+    auxiliary-mode methods get a primary task."""
     from rlmtl.weighting import make_weighting
 
-    overrides = [f"weighting.name={method}"]
-    if make_weighting(method, len(tasks) or 10).requirements.primary_tasks:
+    name, *params = method.split("@")
+    overrides = [f"weighting.name={name}", *(f"weighting.params.{p}" for p in params)]
+    if make_weighting(name, len(tasks) or 10).requirements.primary_tasks:
         overrides.append("weighting.primary_tasks=[peg-insert-side-v3]")
     return overrides
 
@@ -48,7 +50,8 @@ def make_trainer(config_path: str, method: str, extra: list[str], folder: Path):
     from rlmtl.config import load_config
     from rlmtl.train import Trainer
 
-    overrides = [f"out_dir={folder}", f"name=bench-{method.replace('+', '_')}", *method_overrides(method, config_path, []), *extra]
+    run_name = "bench-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in method)
+    overrides = [f"out_dir={folder}", f"name={run_name}", *method_overrides(method, config_path, []), *extra]
     return Trainer(load_config(config_path, overrides), progress=False)
 
 
@@ -73,22 +76,49 @@ def time_methods(config_path: str, methods: list[str], extra: list[str], rounds:
     return per_round
 
 
+def _proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def step_memory(config_path: str, method: str, extra: list[str], steps: int) -> float:
+    """Peak memory in MiB that training steps of `method` use above the process's resident set
+    after two warm-up steps (Adam and method state allocated), in a fresh process. On Linux the
+    peak is reset through /proc/self/clear_refs; on CUDA it is the peak allocated device memory."""
+    import gc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(config_path, method, extra, Path(tmp))
+        for _ in range(2):
+            trainer.train_step()
+        gc.collect()
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            for _ in range(steps):
+                trainer.train_step()
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - base) / 2**20
+        base = _proc_status_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        for _ in range(steps):
+            trainer.train_step()
+        return (_proc_status_kib("VmHWM") - base) / 1024
+
+
 def peak_memory(config_path: str, method: str, extra: list[str], steps: int) -> float:
-    """Peak memory in MiB of a fresh process running `steps` steps of `method`."""
+    """`step_memory` of `method`, measured in a fresh Python process."""
     code = (
-        "import json, resource, sys, tempfile, torch; from pathlib import Path;"
-        f"sys.path.insert(0, {str(ROOT / 'scripts')!r}); import bench_weighting as b;"
-        "t = tempfile.mkdtemp();"
-        f"tr = b.make_trainer({config_path!r}, {method!r}, {extra!r}, Path(t));"
-        "cuda = tr.device.type == 'cuda';"
-        "torch.cuda.reset_peak_memory_stats() if cuda else None;"
-        f"[tr.train_step() for _ in range({steps})];"
-        "print(json.dumps(torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"
+        f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import bench_weighting as b;"
+        f"print(b.step_memory({config_path!r}, {method!r}, {extra!r}, {steps}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(f"{method}: {result.stderr.strip().splitlines()[-1] if result.stderr else 'failed'}")
-    return float(json.loads(result.stdout.strip().splitlines()[-1]))
+    return float(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -97,7 +127,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps-per-round", type=int, default=10)
     parser.add_argument("--memory-steps", type=int, default=20)
-    parser.add_argument("--methods", default="", help="comma-separated; default: every registered method")
+    parser.add_argument("--methods", default="", help="comma-separated specs name[@key=value...]; default: every registered method and the documented variants")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.device=cuda")
     args = parser.parse_args()
     methods = args.methods.split(",") if args.methods else default_methods()
@@ -107,13 +137,13 @@ def main() -> int:
     base = per_round["uniform"]
     memory = {m: peak_memory(args.config, m, args.overrides, args.memory_steps) for m in methods}
     print(f"threads {torch.get_num_threads()}, {args.rounds} rounds x {args.steps_per_round} steps, config {Path(args.config).name}")
-    print("| method | ms / step (median) | × uniform | spread (min–max ×) | peak memory (MiB) | Δ memory vs uniform (MiB) |")
+    print("| method | ms / step (median) | × uniform | spread (min–max ×) | step memory (MiB) | × uniform memory |")
     print("|---|---|---|---|---|---|")
     for method in methods:
         times = per_round[method]
         ratios = [t / b for t, b in zip(times, base)]
         median = statistics.median(times)
-        print(f"| {method} | {median * 1000:.2f} | {median / statistics.median(base):.2f} | {min(ratios):.2f}–{max(ratios):.2f} | {memory[method]:.0f} | {memory[method] - memory['uniform']:+.0f} |")
+        print(f"| {method} | {median * 1000:.2f} | {median / statistics.median(base):.2f} | {min(ratios):.2f}–{max(ratios):.2f} | {memory[method]:.1f} | {memory[method] / max(memory['uniform'], 1e-9):.1f} |")
     return 0
 
 

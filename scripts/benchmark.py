@@ -65,8 +65,8 @@ def main() -> int:
     parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "mt10.yaml"))
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--train-steps", type=int, default=300)
-    parser.add_argument("--eval-episodes", type=int, default=4, help="per task")
-    parser.add_argument("--collect-demos", type=int, default=3, help="per task")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="per task")
+    parser.add_argument("--collect-demos", type=int, default=10, help="per task")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
