@@ -26,3 +26,9 @@ def test_standalone_example_runs(method):
     model = namespace["model"]
     losses = model(namespace["sample"]())
     assert losses.isfinite().all()
+
+
+def test_readme_lists_every_method():
+    text = README.read_text()
+    missing = [name for name in WEIGHTINGS.names() if f"| `{name}` |" not in text]
+    assert not missing, f"README's method table lacks {missing}"
