@@ -64,3 +64,27 @@ def env_settings(config: RunConfig, task: str, **changes) -> EnvSettings:
         max_episode_steps=config.env.max_episode_steps,
     )
     return replace(settings, **changes)
+
+
+def agent_backward(agent: MultiTaskBC, weighting: Any, optimizer: torch.optim.Optimizer, primary_tasks: list[int] | None = None) -> Any:
+    """The `MultiTaskBackward` that drives `weighting` for rlmtl's agent: batched per-task
+    gradients (one vmapped backward), functional losses for lookahead methods, the optimizer."""
+    from rlmtl.weighting import MultiTaskBackward
+    from rlmtl.weighting.engine import flatten_task_grads
+
+    num_tasks = agent.num_tasks
+
+    def per_task_gradients(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        losses, grads = agent.per_task_gradients(batch)
+        return losses, flatten_task_grads(list(grads["encoder"].values()), num_tasks), [*grads["heads"][0], *grads["heads"][1]]
+
+    return MultiTaskBackward(
+        weighting,
+        agent.shared_parameters(),
+        agent.task_specific_parameters(),
+        optimizer=optimizer,
+        named_parameters=dict(agent.named_parameters()),
+        losses_at=lambda params, batch: torch.func.functional_call(agent, params, (batch,)),
+        primary_tasks=primary_tasks or [],
+        per_task_gradients=per_task_gradients,
+    )

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from envs import make_suite
 from rlmtl.atomic import write_text_atomic
-from rlmtl.build import agent_meta, build_agent, resolve_device
+from rlmtl.build import agent_backward, agent_meta, build_agent, resolve_device
 from rlmtl.checkpoint import load_checkpoint, prune_checkpoints, resolve_last, save_checkpoint, update_last_pointer
 from rlmtl.config import RunConfig, config_to_dict, dataset_path
 from rlmtl.data.dataset import load_dataset, read_attrs
@@ -27,7 +27,6 @@ from rlmtl.data.sampler import TaskBalancedSampler
 from rlmtl.errors import CheckpointError, ConfigError, DatasetError, RlmtlError
 from rlmtl.schedule import make_scheduler
 from rlmtl.weighting import MultiTaskBackward, make_weighting
-from rlmtl.weighting.engine import flatten_task_grads
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -177,25 +176,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _make_balance(self) -> MultiTaskBackward:
-        agent, k = self.agent, len(self.tasks)
         unknown = [t for t in self.config.weighting.primary_tasks if t not in self.tasks]
         if unknown:
             raise ConfigError(f"weighting.primary_tasks: {unknown} are not tasks of this run ({', '.join(self.tasks)})")
-
-        def per_task_gradients(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-            losses, grads = agent.per_task_gradients(batch)
-            return losses, flatten_task_grads(list(grads["encoder"].values()), k), [*grads["heads"][0], *grads["heads"][1]]
-
-        return MultiTaskBackward(
-            self.weighting,
-            agent.shared_parameters(),
-            agent.task_specific_parameters(),
-            optimizer=self.optimizer,
-            named_parameters=dict(agent.named_parameters()),
-            losses_at=lambda params, batch: torch.func.functional_call(agent, params, (batch,)),
-            primary_tasks=[self.tasks.index(t) for t in self.config.weighting.primary_tasks],
-            per_task_gradients=per_task_gradients,
-        )
+        primary = [self.tasks.index(t) for t in self.config.weighting.primary_tasks]
+        return agent_backward(self.agent, self.weighting, self.optimizer, primary)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns (losses [K], weights [K]) as device tensors."""

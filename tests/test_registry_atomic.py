@@ -35,3 +35,10 @@ def test_atomic_write_creates_parent_folders(tmp_path):
     target = tmp_path / "a" / "b" / "c.txt"
     write_text_atomic(target, "x")
     assert target.read_text() == "x"
+
+
+def test_registry_unregister():
+    registry: Registry[int] = Registry("number")
+    registry.register("one")(1)
+    registry.unregister("one")
+    assert "one" not in registry and registry.names() == []

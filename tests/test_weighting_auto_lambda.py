@@ -9,39 +9,13 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
+from toy_mtl import SharedLinear, TinyMTL, agent_batch, module_backward, small_agent, train_agent, train_module
 
-from agents import MultiTaskBC
-from rlmtl.config import AgentConfig
-from rlmtl.weighting import MultiTaskBackward, StepContext, make_weighting
+from rlmtl.weighting import StepContext, make_weighting
 from rlmtl.weighting.auto_lambda import AutoLambda
-from rlmtl.weighting.engine import flatten_task_grads
 from rlmtl.weighting.lookahead import virtual_step
 
 K = 3
-
-
-class TinyMTL(nn.Module):
-    """Shared tanh trunk + K linear heads; forward(batch) -> [K] MSE losses.
-    batch = {"x": [K, B, 4], "y": [K, B]}, row k is task k's batch."""
-
-    def __init__(self, k: int = K) -> None:
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
-        self.heads = nn.ModuleList(nn.Linear(6, 1) for _ in range(k))
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([(head(self.trunk(batch["x"][i])).squeeze(-1) - batch["y"][i]).pow(2).mean() for i, head in enumerate(self.heads)])
-
-
-class SharedLinear(nn.Module):
-    """One shared weight vector w [4]; task k's loss is mean((x_k w - y_k)^2)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(4, dtype=torch.float64))
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return (batch["x"] @ self.w - batch["y"]).pow(2).mean(dim=1)
 
 
 def make_batch(seed: int, k: int = K, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
@@ -255,28 +229,9 @@ def test_auxiliary_mode_raises_helpful_and_lowers_harmful_tasks():
     assert method.lambdas[1] > 0.1 > method.lambdas[2]
 
 
-def engine_for(model: nn.Module, method, optimizer: torch.optim.Optimizer, primary=None) -> MultiTaskBackward:
-    return MultiTaskBackward(
-        method,
-        model.trunk.parameters(),
-        model.heads.parameters(),
-        optimizer=optimizer,
-        named_parameters=dict(model.named_parameters()),
-        losses_at=lambda params, b: functional_call(model, params, (b,)),
-        primary_tasks=primary,
-    )
-
-
-def run_steps(model: nn.Module, optimizer, engine: MultiTaskBackward, seeds) -> list[torch.Tensor]:
-    weights = []
-    for seed in seeds:
-        batch, val = make_batch(seed, dtype=torch.float32), make_batch(seed + 1000, dtype=torch.float32)
-        optimizer.zero_grad(set_to_none=True)
-        _, result = engine.backward(model(batch), batch=batch, val_batch=val)
-        optimizer.step()
-        engine.after_step()
-        weights.append(result.weights.clone())
-    return weights
+def run_steps(model: nn.Module, optimizer, engine, seeds) -> list[torch.Tensor]:
+    batches = [(make_batch(seed, dtype=torch.float32), make_batch(seed + 1000, dtype=torch.float32)) for seed in seeds]
+    return train_module(model, optimizer, engine, batches)
 
 
 def test_update_every_meta_steps_only_on_multiples():
@@ -284,7 +239,7 @@ def test_update_every_meta_steps_only_on_multiples():
     model = TinyMTL()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     method = make_weighting("auto_lambda", K, {"update_every": 4, "meta_lr": 0.01})
-    weights = run_steps(model, optimizer, engine_for(model, method, optimizer), range(9))
+    weights = run_steps(model, optimizer, module_backward(model, method, optimizer), range(9))
     previous = torch.full((K,), 0.1)
     changed = []
     for step, w in enumerate(weights):
@@ -300,7 +255,7 @@ def test_state_dict_round_trip_gives_identical_lambdas():
     model = TinyMTL()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     method = AutoLambda(K, meta_lr=0.01)
-    engine = engine_for(model, method, optimizer)
+    engine = module_backward(model, method, optimizer)
     run_steps(model, optimizer, engine, range(3))
 
     clone_model = copy.deepcopy(model)
@@ -309,12 +264,12 @@ def test_state_dict_round_trip_gives_identical_lambdas():
     restored = AutoLambda(K, meta_lr=0.01)
     restored.load_state_dict(copy.deepcopy(method.state_dict()))
     assert set(method.state_dict()) == {"lambdas", "meta_optimizer.exp_avg", "meta_optimizer.exp_avg_sq", "meta_optimizer.steps"}
-    clone_engine = engine_for(clone_model, restored, clone_optimizer)
+    clone_engine = module_backward(clone_model, restored, clone_optimizer)
     clone_engine.steps = engine.steps
     fresh_model = copy.deepcopy(model)
     fresh_optimizer = torch.optim.SGD(fresh_model.parameters(), lr=0.1, momentum=0.9)
     fresh_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    fresh = engine_for(fresh_model, AutoLambda(K, meta_lr=0.01), fresh_optimizer)
+    fresh = module_backward(fresh_model, AutoLambda(K, meta_lr=0.01), fresh_optimizer)
 
     original = run_steps(model, optimizer, engine, range(3, 6))
     resumed = run_steps(clone_model, clone_optimizer, clone_engine, range(3, 6))
@@ -334,7 +289,7 @@ def test_through_the_engine_with_real_optimizers(make_optimizer):
     optimizer = make_optimizer(model.parameters())
     method = make_weighting("auto_lambda", K, {"meta_lr": 0.01})
     start = [p.detach().clone() for p in model.parameters()]
-    weights = run_steps(model, optimizer, engine_for(model, method, optimizer, primary=[0]), range(4))
+    weights = run_steps(model, optimizer, module_backward(model, method, optimizer, primary_tasks=[0]), range(4))
     assert all(torch.isfinite(w).all() for w in weights)
     assert not torch.equal(weights[-1], torch.full((K,), 0.1))
     assert all(not torch.equal(a, p) for a, p in zip(start, model.parameters()))
@@ -343,51 +298,13 @@ def test_through_the_engine_with_real_optimizers(make_optimizer):
 
 @pytest.mark.parametrize("images", [False, True])
 def test_rlmtl_agent_three_steps_wired_like_the_trainer(images):
-    torch.manual_seed(0)
-    k = 4
-    if images:  # image augmentation on: the finite difference must see one augmentation draw
-        shapes = {"proprio": (4,), "rgb_cam": (16, 16, 3)}
-        agent = MultiTaskBC(shapes, 3, k, 16, AgentConfig(hidden_dim=16, image_channels=[8, 8], image_augment=True))
+    agent = small_agent(4, images=images, augment=True)  # image augmentation on: the finite difference must see one augmentation draw
 
-        def sample(seed):
-            g = torch.Generator().manual_seed(seed)
-            return {"obs": {"proprio": torch.randn(k, 5, 4, generator=g), "rgb_cam": torch.randint(0, 256, (k, 5, 16, 16, 3), dtype=torch.uint8, generator=g)}, "actions": torch.rand(k, 5, 3, generator=g) * 2 - 1}
-    else:
-        agent = MultiTaskBC({"state": (6,)}, 3, k, 16, AgentConfig(hidden_dim=16, head_hidden_dim=8))
-
-        def sample(seed):
-            g = torch.Generator().manual_seed(seed)
-            return {"obs": {"state": torch.randn(k, 5, 6, generator=g)}, "actions": torch.rand(k, 5, 3, generator=g) * 2 - 1}
-
-    optimizer = torch.optim.AdamW(agent.parameters(), lr=1e-3, weight_decay=1e-4)
-    method = make_weighting("auto_lambda", k)
-
-    def per_task_gradients(batch):
-        losses, grads = agent.per_task_gradients(batch)
-        return losses, flatten_task_grads(list(grads["encoder"].values()), k), [*grads["heads"][0], *grads["heads"][1]]
-
-    engine = MultiTaskBackward(
-        method,
-        agent.shared_parameters(),
-        agent.task_specific_parameters(),
-        optimizer=optimizer,
-        named_parameters=dict(agent.named_parameters()),
-        losses_at=lambda params, batch: torch.func.functional_call(agent, params, (batch,)),
-        primary_tasks=[],
-        per_task_gradients=per_task_gradients,
-    )
-    start = [p.detach().clone() for p in agent.parameters()]
-    agent.train()
-    for step in range(3):
-        batch, val = sample(step), sample(100 + step)
-        optimizer.zero_grad(set_to_none=True)
-        losses = None if method.requirements.task_grads else agent.task_losses(batch)
-        _, result = engine.backward(losses, batch=batch, val_batch=val)
-        optimizer.step()
-        engine.after_step()
+    def check(result):
         assert torch.isfinite(result.weights).all()
-        assert not torch.equal(result.weights, torch.full((k,), 0.1))
-    assert all(not torch.equal(a, p) for a, p in zip(start, agent.parameters()))
+        assert not torch.equal(result.weights, torch.full((4,), 0.1))
+
+    train_agent(agent, make_weighting("auto_lambda", 4), images=images, check=check)
 
 
 @pytest.mark.parametrize("vectorize", [True, False])
@@ -396,11 +313,9 @@ def test_shifted_evaluations_share_one_augmentation_draw(vectorize):
     same draw, or their difference measures augmentation noise instead of the parameter shift."""
     from rlmtl.weighting.auto_lambda import losses_at_many
 
-    torch.manual_seed(0)
-    k = 2
-    agent = MultiTaskBC({"proprio": (4,), "rgb_cam": (16, 16, 3)}, 3, k, 16, AgentConfig(hidden_dim=16, image_channels=[8, 8], image_augment=True))
+    agent = small_agent(2, images=True, augment=True)
     agent.train()
-    batch = {"obs": {"proprio": torch.randn(k, 5, 4), "rgb_cam": torch.randint(0, 256, (k, 5, 16, 16, 3), dtype=torch.uint8)}, "actions": torch.rand(k, 5, 3) * 2 - 1}
+    batch = agent_batch(2, images=True)
     params = {n: p.detach() for n, p in agent.named_parameters()}
     losses_at = lambda p, b: functional_call(agent, p, (b,))  # noqa: E731
     assert not torch.equal(losses_at(params, batch), losses_at(params, batch))  # two draws differ

@@ -8,10 +8,8 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
+from toy_mtl import assert_finite_weights, module_backward, small_agent, train_agent, train_module
 
-from agents import MultiTaskBC
-from rlmtl.config import AgentConfig
 from rlmtl.weighting import (
     WEIGHTINGS,
     MultiTaskBackward,
@@ -24,7 +22,6 @@ from rlmtl.weighting import (
 )
 from rlmtl.weighting.auto_lambda import AutoLambda
 from rlmtl.weighting.compose import Composite
-from rlmtl.weighting.engine import flatten_task_grads
 
 K = 3
 
@@ -74,8 +71,12 @@ class InverseLoss(Weighting):
         return WeightingResult(weights=1.0 / losses.detach())
 
 
-if "test_pick_largest" not in WEIGHTINGS:
+@pytest.fixture(autouse=True)
+def pick_largest_registered():
+    """A test-only gradient method, registered only while this module's tests run."""
     register_weighting("test_pick_largest")(PickLargest)
+    yield
+    WEIGHTINGS.unregister("test_pick_largest")
 
 
 class SharedLinearHeads(nn.Module):
@@ -99,16 +100,8 @@ def scaled_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"x": x, "y": y}
 
 
-def engine_for(model, method, optimizer=None, shared=None, heads=None, per_task_gradients=None) -> MultiTaskBackward:
-    return MultiTaskBackward(
-        method,
-        shared if shared is not None else model.trunk.parameters(),
-        heads if heads is not None else [model.heads],
-        optimizer=optimizer,
-        named_parameters=dict(model.named_parameters()),
-        losses_at=lambda params, b: functional_call(model, params, (b,)),
-        per_task_gradients=per_task_gradients,
-    )
+def engine_for(model: SharedLinearHeads, method: Weighting, optimizer: torch.optim.Optimizer | None = None) -> MultiTaskBackward:
+    return module_backward(model, method, optimizer, task_parameters=[model.heads])
 
 
 def test_first_weights_scale_the_task_gradients_before_the_aggregation():
@@ -147,15 +140,7 @@ def test_requirements_merge_and_make_weighting_builds_it():
 
 
 def run_steps(model, optimizer, engine, seeds) -> list[torch.Tensor]:
-    weights = []
-    for seed in seeds:
-        batch, val = scaled_batch(seed), scaled_batch(seed + 1000)
-        optimizer.zero_grad(set_to_none=True)
-        _, result = engine.backward(model(batch), batch=batch, val_batch=val)
-        optimizer.step()
-        engine.after_step(None)
-        weights.append(result.weights.clone())
-    return weights
+    return train_module(model, optimizer, engine, [(scaled_batch(seed), scaled_batch(seed + 1000)) for seed in seeds])
 
 
 def test_state_dict_round_trip_and_after_step_forwarding():
@@ -210,38 +195,7 @@ def test_auto_lambda_plus_gradient_method_through_the_engine(make_optimizer):
 
 def test_rlmtl_agent_three_steps_wired_like_the_trainer():
     """Batched per-task gradients: the losses reach Auto-Lambda without a graph and are re-evaluated."""
-    torch.manual_seed(0)
-    k = 4
-    agent = MultiTaskBC({"state": (6,)}, 3, k, 16, AgentConfig(hidden_dim=16, head_hidden_dim=8))
-    optimizer = torch.optim.AdamW(agent.parameters(), lr=1e-3, weight_decay=1e-4)
-    composite = make_weighting("auto_lambda+test_pick_largest", k)
-
-    def per_task_gradients(batch):
-        losses, grads = agent.per_task_gradients(batch)
-        return losses, flatten_task_grads(list(grads["encoder"].values()), k), [*grads["heads"][0], *grads["heads"][1]]
-
-    engine = MultiTaskBackward(
-        composite,
-        agent.shared_parameters(),
-        agent.task_specific_parameters(),
-        optimizer=optimizer,
-        named_parameters=dict(agent.named_parameters()),
-        losses_at=lambda params, batch: torch.func.functional_call(agent, params, (batch,)),
-        primary_tasks=[],
-        per_task_gradients=per_task_gradients,
-    )
-    start = [p.detach().clone() for p in agent.parameters()]
-    agent.train()
-    for step in range(3):
-        g = torch.Generator().manual_seed(step)
-        batch = {"obs": {"state": torch.randn(k, 5, 6, generator=g)}, "actions": torch.rand(k, 5, 3, generator=g) * 2 - 1}
-        val = {"obs": {"state": torch.randn(k, 5, 6, generator=g)}, "actions": torch.rand(k, 5, 3, generator=g) * 2 - 1}
-        optimizer.zero_grad(set_to_none=True)
-        losses = None if composite.requirements.task_grads else agent.task_losses(batch)
-        _, result = engine.backward(losses, batch=batch, val_batch=val)
-        optimizer.step()
-        engine.after_step()
-        assert torch.isfinite(result.weights).all()
-    assert not torch.equal(composite.first.lambdas, torch.full((k,), 0.1))
+    composite = make_weighting("auto_lambda+test_pick_largest", 4)
+    train_agent(small_agent(4), composite, check=assert_finite_weights)
+    assert not torch.equal(composite.first.lambdas, torch.full((4,), 0.1))
     assert int(composite.second.calls) == 3
-    assert all(not torch.equal(a, p) for a, p in zip(start, agent.parameters()))

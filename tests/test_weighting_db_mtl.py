@@ -1,10 +1,12 @@
 """DB-MTL (Lin et al., arXiv 2308.12029): max-norm balancing, EMA buffer, head weights, resume, engine."""
 
+from functools import partial
+
 import pytest
 import torch
-from torch import nn
+from toy_mtl import ToyProblem, replay, resumed_copy
 
-from rlmtl.weighting import MultiTaskBackward, StepContext, make_weighting
+from rlmtl.weighting import StepContext, make_weighting
 
 
 def context(task_grads: torch.Tensor, step: int = 0) -> StepContext:
@@ -59,43 +61,27 @@ def test_check_flags_non_positive_losses():
 
 def test_state_dict_resume_is_exact_from_the_empty_placeholder():
     torch.manual_seed(0)
-    sequence = [(torch.rand(3) + 0.1, torch.randn(3, 5)) for _ in range(6)]
-    original = make_weighting("db_mtl", 3)
-    for step, (losses, grads) in enumerate(sequence[:3]):
-        original.combine(losses, context(grads, step))
+    steps = [(torch.rand(3) + 0.1, context(torch.randn(3, 5), step)) for step in range(6)]
+    make = partial(make_weighting, "db_mtl", 3)
+    assert make().grad_buffer.shape == (3, 0)  # what the resumed method starts from
+    original, resumed = resumed_copy(make, steps[:3])
     state = original.state_dict()
     assert state["grad_buffer"].shape == (3, 5)
-    resumed = make_weighting("db_mtl", 3)
-    assert resumed.grad_buffer.shape == (3, 0)
-    resumed.load_state_dict(state)
-    for step, (losses, grads) in enumerate(sequence[3:], start=3):
-        a, b = original.combine(losses, context(grads, step)), resumed.combine(losses, context(grads, step))
+    for a, b in replay([original, resumed], steps[3:]):
         assert torch.equal(a.shared_grad, b.shared_grad) and torch.equal(a.weights, b.weights)
     with pytest.raises(RuntimeError, match="size mismatch"):  # a real shape mismatch still fails
         original.load_state_dict({**state, "grad_buffer": torch.zeros(3, 4)})
 
 
 def test_trains_through_the_engine_with_alpha_scaled_heads():
-    torch.manual_seed(0)
-    k = 3
-    trunk, heads = nn.Linear(4, 8), nn.ModuleList(nn.Linear(8, 1) for _ in range(k))
-    inputs, targets = torch.randn(k, 16, 4), torch.randn(k, 16, 1) * torch.tensor([1.0, 10.0, 0.1]).view(k, 1, 1)
+    toy = ToyProblem(target_scale=[1.0, 10.0, 0.1])
+    db = make_weighting("db_mtl", 3)
 
-    def losses() -> torch.Tensor:
-        features = torch.tanh(trunk(inputs))
-        return torch.stack([((heads[i](features[i]) - targets[i]) ** 2).mean() for i in range(k)])
-
-    db = make_weighting("db_mtl", k)
-    engine = MultiTaskBackward(db, trunk.parameters(), heads.parameters())
-    optimizer = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.01)
-    for step in range(5):
-        optimizer.zero_grad()
-        current = losses()
-        _, result = engine.backward(current)
+    def check(result):
         assert torch.isfinite(result.weights).all() and torch.isfinite(result.shared_grad).all()
-        head_grad = torch.autograd.grad(losses()[1], heads[1].weight)[0]  # the engine freed its graph
-        torch.testing.assert_close(heads[1].weight.grad, result.weights[1] * head_grad)
-        optimizer.step()
-        engine.after_step()
-    assert db.grad_buffer.shape == (k, sum(p.numel() for p in trunk.parameters()))
+        head_grad = torch.autograd.grad(toy.losses()[1], toy.heads[1].weight)[0]  # the engine freed its graph
+        torch.testing.assert_close(toy.heads[1].weight.grad, result.weights[1] * head_grad)
+
+    toy.run(db, steps=5, lr=0.01, check=check)
+    assert db.grad_buffer.shape == (3, sum(p.numel() for p in toy.trunk.parameters()))
     db.check()

@@ -3,9 +3,9 @@
 import math
 
 import torch
-from torch import nn
+from toy_mtl import ToyProblem, assert_finite_weights, replay, resumed_copy
 
-from rlmtl.weighting import MultiTaskBackward, StepContext, make_weighting
+from rlmtl.weighting import StepContext, make_weighting
 
 
 def context(step: int) -> StepContext:
@@ -47,33 +47,13 @@ def test_loss_is_the_weighted_sum():
 
 def test_state_dict_resume_is_exact():
     torch.manual_seed(0)
-    sequence = torch.rand(14, 3) + 0.1
-    original = make_weighting("dwa", 3, {"window": 3})
-    for step in range(7):
-        original.combine(sequence[step], context(step))
-    resumed = make_weighting("dwa", 3, {"window": 3})
-    resumed.load_state_dict(original.state_dict())
-    for step in range(7, 14):
-        assert torch.equal(original.combine(sequence[step], context(step)).weights, resumed.combine(sequence[step], context(step)).weights)
+    steps = [(losses, context(step)) for step, losses in enumerate(torch.rand(14, 3) + 0.1)]
+    original, resumed = resumed_copy(lambda: make_weighting("dwa", 3, {"window": 3}), steps[:7])
+    for a, b in replay([original, resumed], steps[7:]):
+        assert torch.equal(a.weights, b.weights)
 
 
 def test_trains_through_the_engine():
-    torch.manual_seed(0)
-    k = 3
-    trunk, heads = nn.Linear(4, 8), nn.ModuleList(nn.Linear(8, 1) for _ in range(k))
-    inputs, targets = torch.randn(k, 16, 4), torch.randn(k, 16, 1)
-
-    def losses() -> torch.Tensor:
-        features = torch.tanh(trunk(inputs))
-        return torch.stack([((heads[i](features[i]) - targets[i]) ** 2).mean() for i in range(k)])
-
-    engine = MultiTaskBackward(make_weighting("dwa", k, {"window": 2}), trunk.parameters(), heads.parameters())
-    optimizer = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.05)
-    for step in range(8):
-        optimizer.zero_grad()
-        _, result = engine.backward(losses())
-        assert torch.isfinite(result.weights).all()
-        optimizer.step()
-        engine.after_step()
-    assert not torch.equal(result.weights, torch.ones(k))  # past warm-up
-    torch.testing.assert_close(result.weights.sum(), torch.tensor(float(k)))
+    weights = ToyProblem().run(make_weighting("dwa", 3, {"window": 2}), steps=8, check=assert_finite_weights)
+    assert not torch.equal(weights[-1], torch.ones(3))  # past warm-up
+    torch.testing.assert_close(weights[-1].sum(), torch.tensor(3.0))

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from toy_mtl import agent_batch, small_agent
 
-from agents import MultiTaskBC
-from rlmtl.config import AgentConfig
+from rlmtl.build import agent_backward
 from rlmtl.weighting import MultiTaskBackward, Requirements, Weighting, WeightingResult, make_weighting
 from rlmtl.weighting.adam import BufferAdam
 from rlmtl.weighting.engine import flatten_task_grads
@@ -12,15 +12,8 @@ from rlmtl.weighting.lookahead import step_scale, virtual_step
 
 
 def make_agent(images=False, k=4):
-    torch.manual_seed(0)
-    if images:
-        shapes = {"proprio": (4,), "rgb_cam": (16, 16, 3)}
-        agent = MultiTaskBC(shapes, 3, k, 16, AgentConfig(hidden_dim=16, image_channels=[8, 8], image_augment=False))
-        batch = {"obs": {"proprio": torch.randn(k, 5, 4), "rgb_cam": torch.randint(0, 256, (k, 5, 16, 16, 3), dtype=torch.uint8)}, "actions": torch.rand(k, 5, 3) * 2 - 1}
-    else:
-        agent = MultiTaskBC({"state": (6,)}, 3, k, 16, AgentConfig(hidden_dim=16, head_hidden_dim=8))
-        batch = {"obs": {"state": torch.randn(k, 5, 6)}, "actions": torch.rand(k, 5, 3) * 2 - 1}
-    return agent, batch
+    agent = small_agent(k, images=images)  # torch seeded, then the batch from its global RNG
+    return agent, agent_batch(k, images=images)
 
 
 @pytest.mark.parametrize("images", [False, True])
@@ -55,14 +48,12 @@ def test_task_gradient_path_equals_plain_backward_on_both_routes():
     (weights * agent.task_losses(batch)).sum().backward()
     expected = [p.grad.clone() for p in agent.parameters()]
 
-    def fast(batch):
-        losses, grads = agent.per_task_gradients(batch)
-        return losses, flatten_task_grads(list(grads["encoder"].values()), 4), [*grads["heads"][0], *grads["heads"][1]]
-
-    for per_task in (fast, None):  # rlmtl's batched route and the generic autograd route
+    batched = agent_backward(agent, SumViaTaskGrads(4), torch.optim.SGD(agent.parameters(), lr=0.1))  # as the trainer wires it
+    generic = MultiTaskBackward(SumViaTaskGrads(4), agent.shared_parameters(), agent.task_specific_parameters())
+    assert batched.per_task_gradients is not None and generic.per_task_gradients is None
+    for engine in (batched, generic):  # rlmtl's batched route and the generic autograd route
         agent.zero_grad(set_to_none=True)
-        engine = MultiTaskBackward(SumViaTaskGrads(4), agent.shared_parameters(), agent.task_specific_parameters(), per_task_gradients=per_task)
-        losses = None if per_task else agent.task_losses(batch)
+        losses = None if engine.per_task_gradients else agent.task_losses(batch)
         engine.backward(losses, batch=batch)
         for got, want in zip((p.grad for p in agent.parameters()), expected):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

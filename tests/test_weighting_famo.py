@@ -4,26 +4,13 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from toy_mtl import ToyProblem, assert_finite_weights, replay, resumed_copy
 
-from rlmtl.weighting import MultiTaskBackward, StepContext, make_weighting
+from rlmtl.weighting import StepContext, make_weighting
 
 
 def context(step: int = 0) -> StepContext:
     return StepContext(step=step, lr=0.0, shared_parameters=[])
-
-
-def tiny_problem(k: int = 3, seed: int = 0):
-    """A shared tanh-Linear trunk with K linear heads, each task regressing its own batch: losses() -> [K]."""
-    torch.manual_seed(seed)
-    trunk, heads = nn.Linear(4, 8), nn.ModuleList(nn.Linear(8, 1) for _ in range(k))
-    inputs, targets = torch.randn(k, 16, 4), torch.randn(k, 16, 1) * torch.tensor([1.0, 10.0, 0.1][:k]).view(k, 1, 1)
-
-    def losses() -> torch.Tensor:
-        features = torch.tanh(trunk(inputs))
-        return torch.stack([((heads[i](features[i]) - targets[i]) ** 2).mean() for i in range(k)])
-
-    return trunk, heads, losses
 
 
 def test_weights_move_toward_the_task_whose_log_loss_decreases_least():
@@ -116,34 +103,18 @@ def test_min_losses_must_have_one_value_per_task():
 
 def test_state_dict_resume_is_exact():
     torch.manual_seed(2)
-    sequence = [(torch.rand(3) + 0.1, torch.rand(3) + 0.1) for _ in range(8)]
-    original = make_weighting("famo", 3, {"min_losses": 0.01})
-    for step, (before, after) in enumerate(sequence[:4]):
-        original.combine(before, context(step))
-        original.after_step(after, context(step))
-    resumed = make_weighting("famo", 3, {"min_losses": 0.01})
-    resumed.load_state_dict(original.state_dict())
-    for step, (before, after) in enumerate(sequence[4:], start=4):
-        a, b = original.combine(before, context(step)), resumed.combine(before, context(step))
+    steps = [(torch.rand(3) + 0.1, context(step), torch.rand(3) + 0.1) for step in range(8)]  # (before, context, after)
+    original, resumed = resumed_copy(lambda: make_weighting("famo", 3, {"min_losses": 0.01}), steps[:4])
+    for a, b in replay([original, resumed], steps[4:]):
         assert torch.equal(a.weights, b.weights) and torch.equal(a.loss, b.loss)
-        original.after_step(after, context(step))
-        resumed.after_step(after, context(step))
     assert torch.equal(original.logits, resumed.logits)
 
 
 def test_trains_through_the_engine():
-    trunk, heads, losses = tiny_problem()
+    toy = ToyProblem(target_scale=[1.0, 10.0, 0.1])
     famo = make_weighting("famo", 3)
-    engine = MultiTaskBackward(famo, trunk.parameters(), heads.parameters())
-    optimizer = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.05)
-    start = losses().detach()
-    for _ in range(20):
-        optimizer.zero_grad()
-        _, result = engine.backward(losses())
-        assert torch.isfinite(result.weights).all()
-        optimizer.step()
-        with torch.no_grad():
-            engine.after_step(losses())
+    start = toy.losses().detach()
+    toy.run(famo, steps=20, check=assert_finite_weights)  # the losses after each step reach after_step
     famo.check()
     assert not torch.equal(famo.logits, torch.zeros(3))
-    assert (losses().detach().log() - start.log()).mean() < 0
+    assert (toy.losses().detach().log() - start.log()).mean() < 0

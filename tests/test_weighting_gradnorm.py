@@ -1,9 +1,9 @@
 """GradNorm: the large-gradient task loses weight, slow-training tasks gain it, sum K, state, engine."""
 
 import torch
-from torch import nn
+from toy_mtl import ToyProblem, replay, resumed_copy
 
-from rlmtl.weighting import MultiTaskBackward, StepContext, make_weighting
+from rlmtl.weighting import StepContext, make_weighting
 
 
 def context(grads: torch.Tensor, step: int) -> StepContext:
@@ -42,38 +42,23 @@ def test_slowly_training_task_gains_weight():
 def test_state_dict_round_trip_gives_identical_outputs():
     torch.manual_seed(1)
     grads = torch.randn(3, 10)
-    method = make_weighting("gradnorm", 3)
-    for step in range(3):
-        method.combine(torch.rand(3) + 0.5, context(grads, step))
-    fresh = make_weighting("gradnorm", 3)
-    fresh.load_state_dict(method.state_dict())
+    steps = [(torch.rand(3) + 0.5, context(grads, step)) for step in range(6)]
+    method, fresh = resumed_copy(lambda: make_weighting("gradnorm", 3), steps[:3])
     assert bool(fresh.initialized) and float(fresh.optimizer.steps) == 3
-    for step in range(3, 6):
-        losses = torch.rand(3) + 0.5
-        assert torch.equal(method.combine(losses, context(grads, step)).weights, fresh.combine(losses, context(grads, step)).weights)
+    for a, b in replay([method, fresh], steps[3:]):
+        assert torch.equal(a.weights, b.weights)
     assert torch.equal(method.task_weights, fresh.task_weights)
 
 
 def test_through_multitask_backward():
-    torch.manual_seed(0)
-    num_tasks = 3
-    trunk = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
-    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(num_tasks))
-    method = make_weighting("gradnorm", num_tasks)
-    engine = MultiTaskBackward(method, trunk.parameters(), heads.parameters())
-    optimizer = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.05)
-    inputs, targets = torch.randn(num_tasks, 16, 4), 3.0 ** torch.arange(num_tasks).view(-1, 1, 1) * torch.randn(num_tasks, 16, 1)
+    toy = ToyProblem(target_scale=[1.0, 3.0, 9.0])  # task k's targets scaled by 3^k
+    method = make_weighting("gradnorm", 3)
+    start = toy.total_loss()
 
-    def task_losses() -> torch.Tensor:
-        return torch.stack([((heads[k](trunk(inputs[k])) - targets[k]) ** 2).mean() for k in range(num_tasks)])
-
-    start = task_losses().sum().item()
-    for _ in range(5):
-        optimizer.zero_grad()
-        _, result = engine.backward(task_losses())
+    def check(result):
         torch.testing.assert_close(result.weights.sum(), torch.tensor(3.0))
-        assert all(torch.isfinite(p.grad).all() for p in [*trunk.parameters(), *heads.parameters()])
-        optimizer.step()
-        engine.after_step()
-    assert not torch.allclose(method.task_weights, torch.ones(num_tasks))
-    assert task_losses().sum().item() < start
+        assert all(torch.isfinite(p.grad).all() for p in toy.model.parameters())
+
+    toy.run(method, steps=5, check=check)
+    assert not torch.allclose(method.task_weights, torch.ones(3))
+    assert toy.total_loss() < start

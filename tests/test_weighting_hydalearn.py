@@ -7,26 +7,13 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
+from toy_mtl import SharedLinear, TinyMTL, module_backward, small_agent, train_agent, train_module
 
-from agents import MultiTaskBC
-from rlmtl.config import AgentConfig
 from rlmtl.weighting import MultiTaskBackward, Requirements, StepContext, make_weighting
-from rlmtl.weighting.engine import flatten_task_grads
 from rlmtl.weighting.hydalearn import HydaLearn
 
 K = 3
 TARGET = torch.tensor([1.0, -2.0, 0.5, 1.5], dtype=torch.float64)
-
-
-class SharedLinear(nn.Module):
-    """Only shared parameters: w [4]; task k's loss is mean((x_k w - y_k)^2), batch {"x": [K, B, 4], "y": [K, B]}."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(4, dtype=torch.float64))
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return (batch["x"] @ self.w - batch["y"]).pow(2).mean(dim=1)
 
 
 def conflicting_batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -141,39 +128,13 @@ def test_loop_equals_vmap_and_requirements_follow_the_options():
         HydaLearn(K, normalise="softmax")
 
 
-class TinyMTL(nn.Module):
-    """Shared tanh trunk + K linear heads; forward(batch) -> [K] MSE losses."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
-        self.heads = nn.ModuleList(nn.Linear(6, 1) for _ in range(K))
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([(head(self.trunk(batch["x"][i])).squeeze(-1) - batch["y"][i]).pow(2).mean() for i, head in enumerate(self.heads)])
-
-
 def run_engine(model: TinyMTL, optimizer, method, steps: int) -> list[torch.Tensor]:
-    engine = MultiTaskBackward(
-        method,
-        model.trunk.parameters(),
-        model.heads.parameters(),
-        optimizer=optimizer,
-        named_parameters=dict(model.named_parameters()),
-        losses_at=lambda params, b: functional_call(model, params, (b,)),
-        primary_tasks=[0],
-    )
-    weights = []
+    """Task 0 (main) and task 1 regress x.sum(), task 2 its negative."""
+    batches = []
     for step in range(steps):
-        g = torch.Generator().manual_seed(step)
-        x = torch.randn(K, 8, 4, generator=g)
-        batch = {"x": x, "y": torch.stack([x[0].sum(-1), x[1].sum(-1), -x[2].sum(-1)])}
-        optimizer.zero_grad(set_to_none=True)
-        _, result = engine.backward(model(batch), batch=batch)
-        optimizer.step()
-        engine.after_step()
-        weights.append(result.weights.clone())
-    return weights
+        x = torch.randn(K, 8, 4, generator=torch.Generator().manual_seed(step))
+        batches.append(({"x": x, "y": torch.stack([x[0].sum(-1), x[1].sum(-1), -x[2].sum(-1)])}, None))
+    return train_module(model, optimizer, module_backward(model, method, optimizer, primary_tasks=[0]), batches)
 
 
 def test_update_every_keeps_the_weights_between_updates():
@@ -210,36 +171,8 @@ def test_through_the_engine_with_real_optimizers(make_optimizer, options):
 
 @pytest.mark.parametrize("variant", ["exact", "first_order"])
 def test_rlmtl_agent_three_steps_wired_like_the_trainer(variant):
-    torch.manual_seed(0)
-    k = 4
-    agent = MultiTaskBC({"state": (6,)}, 3, k, 16, AgentConfig(hidden_dim=16, head_hidden_dim=8))
-    optimizer = torch.optim.AdamW(agent.parameters(), lr=1e-3, weight_decay=1e-4)
-    method = make_weighting("hydalearn", k, {"variant": variant})
-
-    def per_task_gradients(batch):
-        losses, grads = agent.per_task_gradients(batch)
-        return losses, flatten_task_grads(list(grads["encoder"].values()), k), [*grads["heads"][0], *grads["heads"][1]]
-
-    engine = MultiTaskBackward(
-        method,
-        agent.shared_parameters(),
-        agent.task_specific_parameters(),
-        optimizer=optimizer,
-        named_parameters=dict(agent.named_parameters()),
-        losses_at=lambda params, batch: torch.func.functional_call(agent, params, (batch,)),
-        primary_tasks=[0],
-        per_task_gradients=per_task_gradients,
-    )
-    start = [p.detach().clone() for p in agent.parameters()]
-    agent.train()
-    for step in range(3):
-        g = torch.Generator().manual_seed(step)
-        batch = {"obs": {"state": torch.randn(k, 5, 6, generator=g)}, "actions": torch.rand(k, 5, 3, generator=g) * 2 - 1}
-        optimizer.zero_grad(set_to_none=True)
-        losses = None if method.requirements.task_grads else agent.task_losses(batch)
-        _, result = engine.backward(losses, batch=batch)
-        optimizer.step()
-        engine.after_step()
+    def check(result):
         assert torch.isfinite(result.weights).all()
-        torch.testing.assert_close(result.weights.sum(), torch.tensor(float(k)))
-    assert all(not torch.equal(a, p) for a, p in zip(start, agent.parameters()))
+        torch.testing.assert_close(result.weights.sum(), torch.tensor(4.0))
+
+    train_agent(small_agent(4), make_weighting("hydalearn", 4, {"variant": variant}), primary_tasks=[0], check=check)

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from torch import nn
+from toy_mtl import ToyProblem
 
-from rlmtl.weighting import MultiTaskBackward, StepContext, make_weighting
+from rlmtl.weighting import StepContext, make_weighting
 from rlmtl.weighting.imtl_g import impartial_weights
 
 
@@ -45,26 +45,12 @@ def test_state_dict_round_trip_gives_identical_outputs():
 
 
 def test_through_multitask_backward():
-    torch.manual_seed(0)
-    num_tasks = 3
-    trunk = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
-    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(num_tasks))
-    engine = MultiTaskBackward(make_weighting("imtl_g", num_tasks), trunk.parameters(), heads.parameters())
-    optimizer = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.05)
-    inputs, targets = torch.randn(num_tasks, 16, 4), torch.randn(num_tasks, 16, 1)
+    toy = ToyProblem()
+    start = toy.total_loss()
 
-    def task_losses() -> torch.Tensor:
-        return torch.stack([((heads[k](trunk(inputs[k])) - targets[k]) ** 2).mean() for k in range(num_tasks)])
-
-    start = task_losses().sum().item()
-    for _ in range(5):
-        optimizer.zero_grad()
-        losses = task_losses()
-        grads = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[k], trunk.parameters(), retain_graph=True)]) for k in range(num_tasks)])
-        _, result = engine.backward(losses)
+    def check(result):
         torch.testing.assert_close(result.weights.sum(), torch.tensor(1.0))
-        shared = torch.cat([p.grad.reshape(-1) for p in trunk.parameters()])
-        torch.testing.assert_close(shared, result.weights @ grads, rtol=1e-5, atol=1e-6)  # loss-level: alpha @ G
-        optimizer.step()
-        engine.after_step()
-    assert task_losses().sum().item() < start
+        torch.testing.assert_close(toy.shared_grad(), result.weights @ toy.task_grads(), rtol=1e-5, atol=1e-6)  # loss-level: alpha @ G
+
+    toy.run(make_weighting("imtl_g", 3), steps=5, check=check)
+    assert toy.total_loss() < start

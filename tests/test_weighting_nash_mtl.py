@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from torch import nn
+from toy_mtl import ToyProblem, replay, resumed_copy
 
-from rlmtl.weighting import MultiTaskBackward, StepContext, make_weighting
+from rlmtl.weighting import StepContext, make_weighting
 from rlmtl.weighting.solvers import nash_bargaining_weights
 
 
@@ -75,38 +75,19 @@ def test_shared_gradient_is_clipped_to_max_norm():
 
 
 def test_state_dict_round_trip_gives_identical_outputs():
-    method = make_weighting("nash_mtl", 3, {"update_weights_every": 2})
-    for step in range(3):
-        method.combine(torch.zeros(3), context(random_grads(3, seed=step), step))
-    fresh = make_weighting("nash_mtl", 3, {"update_weights_every": 2})
-    fresh.load_state_dict(method.state_dict())
-    for step in range(3, 6):
-        grads = random_grads(3, seed=step)
-        first = method.combine(torch.zeros(3), context(grads, step))
-        second = fresh.combine(torch.zeros(3), context(grads, step))
+    steps = [(torch.zeros(3), context(random_grads(3, seed=step), step)) for step in range(6)]
+    method, fresh = resumed_copy(lambda: make_weighting("nash_mtl", 3, {"update_weights_every": 2}), steps[:3])
+    for first, second in replay([method, fresh], steps[3:]):
         assert torch.equal(first.weights, second.weights) and torch.equal(first.shared_grad, second.shared_grad)
 
 
 def test_through_multitask_backward():
-    torch.manual_seed(0)
-    num_tasks = 3
-    trunk = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
-    heads = nn.ModuleList(nn.Linear(8, 1) for _ in range(num_tasks))
-    engine = MultiTaskBackward(make_weighting("nash_mtl", num_tasks), trunk.parameters(), heads.parameters())
-    optimizer = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.05)
-    inputs, targets = torch.randn(num_tasks, 16, 4), torch.randn(num_tasks, 16, 1)
+    toy = ToyProblem()
+    start = toy.total_loss()
 
-    def task_losses() -> torch.Tensor:
-        return torch.stack([((heads[k](trunk(inputs[k])) - targets[k]) ** 2).mean() for k in range(num_tasks)])
+    def check(result):
+        toy.assert_shared_grad_written(result)
+        assert toy.shared_grad().norm() <= 1.0 + 1e-5 and (result.weights > 0).all()
 
-    start = task_losses().sum().item()
-    for _ in range(5):
-        optimizer.zero_grad()
-        _, result = engine.backward(task_losses())
-        shared = torch.cat([p.grad.reshape(-1) for p in trunk.parameters()])
-        torch.testing.assert_close(shared, result.shared_grad)
-        assert shared.norm() <= 1.0 + 1e-5 and (result.weights > 0).all()
-        assert all(torch.isfinite(p.grad).all() for p in heads.parameters())
-        optimizer.step()
-        engine.after_step()
-    assert task_losses().sum().item() < start
+    toy.run(make_weighting("nash_mtl", 3), steps=5, check=check)
+    assert toy.total_loss() < start

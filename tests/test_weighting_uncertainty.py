@@ -1,9 +1,9 @@
 """Uncertainty weighting (Kendall, Gal, Cipolla, CVPR 2018): s -> log L, gradient, resume, engine."""
 
 import torch
-from torch import nn
+from toy_mtl import ToyProblem, replay, resumed_copy
 
-from rlmtl.weighting import MultiTaskBackward, StepContext, make_weighting
+from rlmtl.weighting import StepContext, make_weighting
 
 
 def context(step: int = 0) -> StepContext:
@@ -48,40 +48,19 @@ def test_initial_weights_and_loss_form():
 
 def test_state_dict_resume_is_exact():
     torch.manual_seed(1)
-    sequence = torch.rand(10, 3) + 0.1
-    original = make_weighting("uncertainty", 3)
-    for step in range(5):
-        original.combine(sequence[step], context(step))
-        original.after_step(None, context(step))
-    resumed = make_weighting("uncertainty", 3)
-    resumed.load_state_dict(original.state_dict())
-    for step in range(5, 10):
-        a, b = original.combine(sequence[step], context(step)), resumed.combine(sequence[step], context(step))
+    steps = [(losses, context(step)) for step, losses in enumerate(torch.rand(10, 3) + 0.1)]
+    original, resumed = resumed_copy(lambda: make_weighting("uncertainty", 3), steps[:5])  # after_step follows every combine
+    for a, b in replay([original, resumed], steps[5:]):
         assert torch.equal(a.weights, b.weights) and torch.equal(a.loss, b.loss)
-        original.after_step(None, context(step))
-        resumed.after_step(None, context(step))
 
 
 def test_trains_through_the_engine():
-    torch.manual_seed(0)
-    k = 3
-    trunk, heads = nn.Linear(4, 8), nn.ModuleList(nn.Linear(8, 1) for _ in range(k))
-    inputs, targets = torch.randn(k, 16, 4), torch.randn(k, 16, 1)
+    toy = ToyProblem()
+    uw = make_weighting("uncertainty", 3)
 
-    def losses() -> torch.Tensor:
-        features = torch.tanh(trunk(inputs))
-        return torch.stack([((heads[i](features[i]) - targets[i]) ** 2).mean() for i in range(k)])
-
-    uw = make_weighting("uncertainty", k)
-    engine = MultiTaskBackward(uw, trunk.parameters(), heads.parameters())
-    optimizer = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.05)
-    for _ in range(5):
-        optimizer.zero_grad()
-        current = losses()
-        _, result = engine.backward(current)
+    def check(result):
         assert torch.isfinite(result.weights).all()
-        expected = torch.autograd.grad((result.weights * losses()).sum(), trunk.weight)[0]
-        torch.testing.assert_close(trunk.weight.grad, expected)  # the model sees sum_i w_i grad L_i
-        optimizer.step()
-        engine.after_step()
-    assert not torch.equal(uw.log_variance, torch.full((k,), -0.5))
+        torch.testing.assert_close(toy.shared_grad(), toy.grad_of((result.weights * toy.losses()).sum()))  # the model sees sum_i w_i grad L_i
+
+    toy.run(uw, steps=5, check=check)
+    assert not torch.equal(uw.log_variance, torch.full((3,), -0.5))
