@@ -1,0 +1,160 @@
+"""Task grouping search of TAG (Fifty et al., "Efficiently Identifying Task Groupings for
+Multi-Task Learning", NeurIPS 2021, arXiv 2109.04617), solved exactly.
+
+Input: an affinity matrix `affinity[i, j]` = how much a step on task i's gradient lowers task j's
+loss (TAG's Z[i -> j], source i, recipient j). As in TAG's network-selection notebook, a group S
+(one network, |S| >= 2) serves each member a with the mean affinity a receives from the others,
+score_S(a) = mean_{b in S, b != a} affinity[b, a]; a task may belong to several groups and is
+served by its best one; a selection of at most k groups must cover every task and maximises
+sum_a max_{S chosen, S contains a} score_S(a) (reported as the mean over tasks).
+
+TAG's notebook enumerates combinations of subsets, which does not scale to K = 10. Exact
+reformulation used here: the tasks each chosen group SERVES form a partition of the tasks, and
+for a served block T the best group is best(T) = max over S >= T, |S| >= 2, of sum_{a in T} score_S(a).
+So the optimum is the best partition of the K tasks into at most k blocks under block value
+best(T): a dynamic program over subsets (3^K steps; K = 10 runs in about a second in numpy), that
+keeps the `top` best solutions of every state to rank alternatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """k networks (groups of task indices), and each task's serving group."""
+
+    groups: tuple[tuple[int, ...], ...]
+    score: float  # mean over tasks of the affinity each receives in its serving group
+
+    def named(self, tasks: list[str]) -> list[list[str]]:
+        return [[tasks[i] for i in group] for group in self.groups]
+
+
+def _group_scores(affinity: np.ndarray) -> np.ndarray:
+    """score[S, a] for every subset bitmask S (|S| >= 2) and member a; -inf elsewhere."""
+    k = affinity.shape[0]
+    size = 1 << k
+    score = np.full((size, k), -np.inf)
+    for mask in range(size):
+        members = [i for i in range(k) if mask >> i & 1]
+        if len(members) < 2:
+            continue
+        sub = affinity[np.ix_(members, members)]
+        received = (sub.sum(axis=0) - np.diag(sub)) / (len(members) - 1)  # column a: from the others
+        score[mask, members] = received
+    return score
+
+
+def _best_blocks(score: np.ndarray, num_tasks: int) -> tuple[np.ndarray, np.ndarray]:
+    """best(T) and the group S achieving it, for every served block T (bitmask)."""
+    size = 1 << num_tasks
+    best = np.full(size, -np.inf)
+    arg = np.zeros(size, dtype=np.int64)
+    members = [np.array([i for i in range(num_tasks) if t >> i & 1]) for t in range(size)]
+    full = size - 1
+    for block in range(1, size):
+        idx = members[block]
+        rest = full ^ block
+        sub = rest
+        while True:  # every superset S = block | sub
+            group = block | sub
+            value = score[group, idx].sum()
+            if value > best[block]:
+                best[block], arg[block] = value, group
+            if sub == 0:
+                break
+            sub = (sub - 1) & rest
+    return best, arg
+
+
+def search_groupings(affinity: np.ndarray, max_groups: int | None = None, top: int = 3) -> dict[int, list[Grouping]]:
+    """For every budget k = 1..max_groups, the `top` best groupings with at most k groups.
+
+    Args:
+        affinity: [K, K] float, affinity[i, j] = gain of task j from a step on task i
+            (the diagonal is ignored).
+        max_groups: largest k (default K).
+        top: how many ranked solutions to keep per k (distinct sets of groups).
+    Returns:
+        {k: [Grouping, ...] best first}. The score of k is non-decreasing in k.
+    """
+    affinity = np.asarray(affinity, dtype=np.float64)
+    num_tasks = affinity.shape[0]
+    if affinity.shape != (num_tasks, num_tasks) or num_tasks < 2:
+        raise ValueError(f"affinity must be a square matrix over >= 2 tasks, got shape {affinity.shape}")
+    if not np.isfinite(affinity).all():
+        raise ValueError("affinity contains non-finite values")
+    if num_tasks > 16:
+        raise ValueError(f"exact grouping search is for K <= 16 tasks, got {num_tasks}")
+    max_groups = num_tasks if max_groups is None else max_groups
+    best, arg = _best_blocks(_group_scores(affinity), num_tasks)
+    size = 1 << num_tasks
+    keep = max(top * 4, top)  # extra candidates: different block partitions can map to the same groups
+    # states[j][mask] = best solutions partitioning `mask` into exactly j served blocks: (value, blocks)
+    states: list[dict[int, list[tuple[float, tuple[int, ...]]]]] = [{0: [(0.0, ())]}]
+    for j in range(1, min(max_groups, num_tasks) + 1):
+        layer: dict[int, list[tuple[float, tuple[int, ...]]]] = {}
+        previous = states[j - 1]
+        for mask in range(1, size):
+            low = mask & -mask
+            candidates: list[tuple[float, tuple[int, ...]]] = []
+            rest = mask ^ low
+            sub = rest
+            while True:  # blocks containing the lowest task of `mask`
+                block = low | sub
+                if np.isfinite(best[block]):
+                    for value, blocks in previous.get(mask ^ block, ()):
+                        candidates.append((value + best[block], blocks + (block,)))
+                if sub == 0:
+                    break
+                sub = (sub - 1) & rest
+            if candidates:
+                candidates.sort(key=lambda c: -c[0])
+                layer[mask] = candidates[:keep]
+        states.append(layer)
+    full = size - 1
+    results: dict[int, list[Grouping]] = {}
+    pool: list[tuple[float, tuple[int, ...]]] = []
+    for k in range(1, max_groups + 1):
+        if k < len(states):
+            pool = pool + states[k].get(full, [])
+        ranked: list[Grouping] = []
+        seen: set[tuple[tuple[int, ...], ...]] = set()
+        for value, blocks in sorted(pool, key=lambda c: -c[0]):
+            groups = tuple(sorted({_indices(arg[b]) for b in blocks}))
+            if groups in seen:
+                continue
+            seen.add(groups)
+            ranked.append(Grouping(groups=groups, score=float(value) / num_tasks))
+            if len(ranked) == top:
+                break
+        results[k] = ranked
+    return results
+
+
+def _indices(mask: int | np.integer) -> tuple[int, ...]:
+    mask = int(mask)
+    return tuple(i for i in range(mask.bit_length()) if mask >> i & 1)
+
+
+def brute_force_groupings(affinity: np.ndarray, max_groups: int) -> Grouping:
+    """The notebook's exhaustive search (for tests on small K): every selection of at most
+    `max_groups` subsets (|S| >= 2) covering all tasks."""
+    affinity = np.asarray(affinity, dtype=np.float64)
+    num_tasks = affinity.shape[0]
+    score = _group_scores(affinity)
+    subsets = [m for m in range(1, 1 << num_tasks) if bin(m).count("1") >= 2]
+    best_value, best_groups = -np.inf, ()
+    for k in range(1, max_groups + 1):
+        for chosen in combinations(subsets, k):
+            if np.bitwise_or.reduce(chosen) != (1 << num_tasks) - 1:
+                continue
+            value = score[list(chosen)].max(axis=0).sum()
+            if value > best_value + 1e-12:
+                best_value, best_groups = value, tuple(sorted(_indices(m) for m in chosen))
+    return Grouping(groups=best_groups, score=float(best_value) / num_tasks)
