@@ -311,7 +311,7 @@ def test_rlmtl_agent_three_steps_wired_like_the_trainer(images):
 def test_shifted_evaluations_share_one_augmentation_draw(vectorize):
     """Image augmentation runs inside the agent's forward: both finite-difference points must see the
     same draw, or their difference measures augmentation noise instead of the parameter shift."""
-    from rlmtl.weighting.auto_lambda import losses_at_many
+    from rlmtl.weighting.lookahead import losses_at_many
 
     agent = small_agent(2, images=True, augment=True)
     agent.train()

@@ -70,43 +70,11 @@ Not mirrored (as in the official code): gradient clipping applied by the trainer
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
-from torch.func import vmap
 
 from rlmtl.weighting.adam import BufferAdam
 from rlmtl.weighting.base import Params, Requirements, StepContext, Weighting, WeightingResult, register_weighting
-from rlmtl.weighting.lookahead import step_scale, virtual_step
-
-
-def losses_at_many(
-    losses_at: Callable[[Params, Any], torch.Tensor],
-    varying: Params,
-    fixed: Params,
-    batch: Any,
-    vectorize: bool = True,
-) -> torch.Tensor:
-    """Losses at S parameter sets: `varying` {name: [S, *shape]}, `fixed` {name: tensor} shared by
-    all sets -> [S, K].
-
-    vectorize=True: one `torch.func.vmap` over the S sets with `randomness="same"` (every set sees
-    the same random numbers). vectorize=False: S calls, each replaying the RNG state the first one
-    started from (so the result does not depend on the mode's random draws either)."""
-    if vectorize:
-        return vmap(lambda params: losses_at({**fixed, **params}, batch), randomness="same")(varying)
-    first = next(iter(varying.values()))
-    count = first.shape[0]
-    devices = [first.device] if first.device.type == "cuda" else []
-    rows = []
-    for s in range(count):
-        params = {**fixed, **{name: value[s] for name, value in varying.items()}}
-        if s < count - 1:
-            with torch.random.fork_rng(devices=devices):
-                rows.append(losses_at(params, batch))
-        else:
-            rows.append(losses_at(params, batch))
-    return torch.stack(rows)
+from rlmtl.weighting.lookahead import losses_at_many, step_scale, virtual_step
 
 
 @register_weighting("auto_lambda")

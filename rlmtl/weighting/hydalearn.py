@@ -49,9 +49,8 @@ from __future__ import annotations
 
 import torch
 
-from rlmtl.weighting.auto_lambda import losses_at_many
 from rlmtl.weighting.base import Params, Requirements, StepContext, Weighting, WeightingResult, register_weighting
-from rlmtl.weighting.lookahead import virtual_step
+from rlmtl.weighting.lookahead import losses_at_many, virtual_step
 
 _VARIANTS = ("exact", "first_order")
 _LOOKAHEADS = ("sgd", "optimizer")

@@ -16,10 +16,11 @@ and makes the scale -lr/eps.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.func import vmap
 
 Params = dict[str, torch.Tensor]
 
@@ -129,3 +130,32 @@ def _adam(param: torch.Tensor, grad: torch.Tensor, group: dict[str, Any], state:
     exp_avg_sq = beta2 * state["exp_avg_sq"] + (1 - beta2) * grad * grad if "exp_avg_sq" in state else (1 - beta2) * grad * grad
     denominator = (exp_avg_sq / (1 - beta2**step)).sqrt() + eps
     return base - lr * (exp_avg / (1 - beta1**step)) / denominator
+
+
+def losses_at_many(
+    losses_at: Callable[[Params, Any], torch.Tensor],
+    varying: Params,
+    fixed: Params,
+    batch: Any,
+    vectorize: bool = True,
+) -> torch.Tensor:
+    """Losses at S parameter sets: `varying` {name: [S, *shape]}, `fixed` {name: tensor} shared by
+    all sets -> [S, K].
+
+    vectorize=True: one `torch.func.vmap` over the S sets with `randomness="same"` (every set sees
+    the same random numbers). vectorize=False: S calls, each replaying the RNG state the first one
+    started from (so the result does not depend on the mode's random draws either)."""
+    if vectorize:
+        return vmap(lambda params: losses_at({**fixed, **params}, batch), randomness="same")(varying)
+    first = next(iter(varying.values()))
+    count = first.shape[0]
+    devices = [first.device] if first.device.type == "cuda" else []
+    rows = []
+    for s in range(count):
+        params = {**fixed, **{name: value[s] for name, value in varying.items()}}
+        if s < count - 1:
+            with torch.random.fork_rng(devices=devices):
+                rows.append(losses_at(params, batch))
+        else:
+            rows.append(losses_at(params, batch))
+    return torch.stack(rows)
