@@ -5,14 +5,27 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from rlmtl.atomic import write_text_atomic
-from rlmtl.errors import RlmtlError
+from rlmtl.errors import EXIT_USER_ERROR, CheckpointError, ConfigError, OutputError, RlmtlError, SuccessBelowBar
 
-EXIT_USER_ERROR = 2
+EVAL_EPILOG = """\
+exit codes:
+  0  evaluated; every bar set by --min-success / --min-task-success is met
+  2  usage or input error (bad argument, a bar outside [0, 1], bad config)
+  3  checkpoint missing, corrupt or not matching its config
+  4  output folder missing (--out or the --junit / $GITHUB_STEP_SUMMARY folder) or not writable
+  5  success below a bar: eval.json, eval.md and the reports are written first,
+     then each shortfall (task, success, episodes, bar) is printed to stderr
+
+CI example:
+  rlmtl eval runs/mt10 --min-success 0.8 --min-task-success 0.5 --junit reports/eval.xml --github-summary
+"""
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -60,22 +73,96 @@ def _eval_into(run_or_checkpoint: str, out: Path, config, episodes: int | None, 
         video_format=e.video_format,
         progress=progress,
     )
-    write_results(out, result)
+    try:
+        write_results(out, result)
+    except OSError as error:
+        raise OutputError(f"output folder {out}: cannot write eval.json / eval.md ({error.strerror or error})") from None
     return result
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _success_bar(text: str) -> float:
+    """argparse type of --min-success / --min-task-success: a success rate in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a success rate in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"a success rate must be in [0, 1], got {text}")
+    return value
+
+
+def _check_output_folder(folder: Path, what: str, must_exist: bool = True) -> None:
+    """OutputError (exit 4) unless `folder` exists, is a folder and accepts a file. rlmtl never
+    creates a folder named on the command line: a missing one is usually an unmounted volume."""
+    if not folder.exists():
+        if must_exist:
+            raise OutputError(f"{what} {folder} does not exist (mount it or create it)")
+        return
+    if not folder.is_dir():
+        raise OutputError(f"{what} {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputError(f"{what} {folder} is not writable ({error.strerror or error})") from None
+
+
+def _load_for_eval(run: str):
+    """The checkpoint path and its config; CheckpointError (exit 3) when it is missing, corrupt,
+    or its config or weights cannot rebuild the agent."""
+    from rlmtl.build import agent_from_checkpoint
     from rlmtl.checkpoint import load_checkpoint, resolve_checkpoint
     from rlmtl.config import config_from_dict
-    from rlmtl.evaluate import results_markdown
 
-    checkpoint = resolve_checkpoint(args.run)
-    config = config_from_dict(load_checkpoint(checkpoint)["meta"]["config"], f"{checkpoint} config")
+    checkpoint = resolve_checkpoint(run)
+    payload = load_checkpoint(checkpoint)
+    try:
+        config = config_from_dict(payload["meta"]["config"], f"{checkpoint} config")
+        agent_from_checkpoint(payload)  # fail here, not inside a rollout worker
+    except ConfigError as error:
+        raise CheckpointError(f"{checkpoint}: unusable checkpoint ({error})") from None
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{checkpoint}: not an rlmtl checkpoint (bad metadata: {error})") from None
+    return checkpoint, config
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlmtl.evaluate import results_markdown
+    from rlmtl.gate import check_success, github_summary, junit_xml
+
+    checkpoint, config = _load_for_eval(args.run)
     run_path = Path(args.run)
     out = Path(args.out) if args.out else (run_path if run_path.is_dir() else checkpoint.parent.parent)
+    # every output is checked before the (long) rollouts
+    _check_output_folder(out, "output folder", must_exist=bool(args.out))
+    junit = Path(args.junit) if args.junit else None
+    if junit is not None:
+        if junit.is_dir():
+            raise OutputError(f"--junit {junit} is a folder; give a file path, e.g. {junit / 'rlmtl-eval.xml'}")
+        _check_output_folder(junit.parent, "--junit folder")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY") if args.github_summary else None
+    if step_summary:
+        _check_output_folder(Path(step_summary).parent, "GITHUB_STEP_SUMMARY folder")
+
     result = _eval_into(str(checkpoint), out, config, args.episodes, args.workers, True if args.video else None, not args.no_progress)
-    print(results_markdown(result))
-    print(f"wrote {out / 'eval.json'}", file=sys.stderr)
+    bars = {"min_success": args.min_success, "min_task_success": args.min_task_success}
+    if junit is not None:
+        try:
+            write_text_atomic(junit, junit_xml(result, **bars))
+        except OSError as error:
+            raise OutputError(f"--junit {junit}: cannot write ({error.strerror or error})") from None
+    summary = github_summary(result, **bars) if args.github_summary else None
+    if summary is not None and step_summary:
+        try:  # appended, as GitHub expects, not replaced
+            with open(step_summary, "a", encoding="utf-8") as handle:
+                handle.write(summary + "\n")
+        except OSError as error:
+            raise OutputError(f"GITHUB_STEP_SUMMARY {step_summary}: cannot append ({error.strerror or error})") from None
+    print(summary if summary is not None and not step_summary else results_markdown(result))
+    print(f"wrote {out / 'eval.json'}" + (f", {junit}" if junit is not None else ""), file=sys.stderr)
+    shortfalls = check_success(result, **bars)
+    if shortfalls:
+        raise SuccessBelowBar(shortfalls)
     return 0
 
 
@@ -162,13 +249,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps of this invocation")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run folder or checkpoint with headless rollouts")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run folder or checkpoint with headless rollouts (optionally a CI gate)",
+        description="Evaluate a run folder or checkpoint with headless rollouts (writes eval.json, eval.md).\n"
+        "With --min-success / --min-task-success it is a CI gate; --junit and --github-summary\n"
+        "give CI systems the per-task table.",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run", help="run folder (uses checkpoints/last) or checkpoint file")
     p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the run's eval.episodes_per_task)")
     p.add_argument("--workers", type=int, default=None, help="rollout processes (0 = all cores)")
     p.add_argument("--video", action="store_true", help="write a video per task")
-    p.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    p.add_argument("--out", default=None, help="output folder, which must exist (default: the run folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--min-success", type=_success_bar, default=None, metavar="X", help="fail (exit 5) if the mean success over tasks is below X in [0, 1]")
+    p.add_argument("--min-task-success", type=_success_bar, default=None, metavar="X", help="fail (exit 5) if any task's success is below X in [0, 1]")
+    p.add_argument("--junit", default=None, metavar="PATH", help="also write a JUnit XML report (one testcase per task, plus 'overall'); its folder must exist")
+    p.add_argument(
+        "--github-summary",
+        action="store_true",
+        help="append the per-task table and the pass/fail line to the file named by $GITHUB_STEP_SUMMARY (stdout when unset)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("run", help="the main job: collect -> train -> eval -> report")

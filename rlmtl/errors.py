@@ -1,10 +1,25 @@
-"""User-facing errors: the CLI prints them as one line and exits non-zero."""
+"""User-facing errors: the CLI prints them and exits with the error's `exit_code`.
+
+Exit codes (the `rlmtl eval --help` epilog and the README list them too):
+
+    0  success
+    2  user error: bad config, override, dataset, task or argument (RlmtlError, ConfigError, DatasetError)
+    3  checkpoint missing, corrupt or not matching its config (CheckpointError)
+    4  output folder or report file cannot be written (OutputError)
+    5  evaluation success below the bar set by --min-success / --min-task-success (SuccessBelowBar)
+"""
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_CHECKPOINT = 3
+EXIT_OUTPUT = 4
+EXIT_BELOW_BAR = 5
 
 
 class RlmtlError(Exception):
     """A problem with the user's input (file, key, value) rather than a bug in rlmtl."""
 
-    exit_code = 2
+    exit_code = EXIT_USER_ERROR
 
 
 class ConfigError(RlmtlError):
@@ -17,3 +32,23 @@ class DatasetError(RlmtlError):
 
 class CheckpointError(RlmtlError):
     """A checkpoint is missing, corrupt or from another config."""
+
+    exit_code = EXIT_CHECKPOINT
+
+
+class OutputError(RlmtlError):
+    """An output folder is missing (e.g. an unmounted volume) or a result file cannot be written."""
+
+    exit_code = EXIT_OUTPUT
+
+
+class SuccessBelowBar(RlmtlError):
+    """An evaluation finished (its results are written) but success is below the requested bar."""
+
+    exit_code = EXIT_BELOW_BAR
+
+    def __init__(self, shortfalls: list[str]):
+        self.shortfalls = list(shortfalls)
+        count = len(self.shortfalls)
+        lines = [f"success below the bar ({count} shortfall{'s' if count != 1 else ''}):", *(f"  {line}" for line in self.shortfalls)]
+        super().__init__("\n".join(lines))

@@ -1,4 +1,5 @@
-"""The command line end to end, and its answers to bad input (one line, exit code 2, nothing left)."""
+"""The command line end to end, and its answers to bad input (one line, a distinct exit code, nothing left):
+2 for bad input, 3 for an unusable checkpoint (see rlmtl/errors.py)."""
 
 import json
 import os
@@ -128,7 +129,7 @@ def test_unwritable_run_folder(tiny_config_file, tmp_path):
 
 def test_eval_bad_checkpoint_path(tmp_path):
     result = rlmtl("eval", tmp_path / "nothing-here")
-    assert result.returncode == 2 and "nothing-here" in error_line(result)
+    assert result.returncode == 3 and "nothing-here" in error_line(result)  # EXIT_CHECKPOINT
 
 
 def test_weighting_config_errors_are_one_line(tiny_config_file, capsys):
