@@ -193,6 +193,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_affinity(args: argparse.Namespace) -> int:
+    """collect (cached) -> train with TAG's affinity probe -> affinity.json, heatmap, groupings."""
+    from dataclasses import replace
+
+    from rlmtl.affinity_report import write_affinity
+    from rlmtl.collect import collect
+    from rlmtl.train import Trainer
+
+    config = _load(args)
+    if config.affinity.probe_every == 0:
+        config = replace(config, affinity=replace(config.affinity, probe_every=10))
+    if not config.name:
+        config = replace(config, name=f"{config.env.suite}-affinity-seed{config.train.seed}")
+    collect(config, progress=not args.no_progress)
+    trainer = Trainer(config, resume=args.resume, progress=not args.no_progress)
+    trainer.run()
+    assert trainer.probe is not None
+    matrix = trainer.probe.affinity().cpu().double().numpy()
+    content = write_affinity(trainer.run_dir, trainer.tasks, matrix, config.affinity.max_groups, config.affinity.divide_by_lr)
+    for k, ranked in content["groupings"].items():
+        if ranked:
+            print(f"k={k}: " + " | ".join(", ".join(group) for group in ranked[0]["groups"]) + f"  (score {ranked[0]['score']:.3g})")
+    print(f"wrote {trainer.run_dir / 'affinity.json'}", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rlmtl.report import write_report
 
@@ -278,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--resume", action="store_true", help="resume training in an existing run folder")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("affinity", help="train with TAG's inter-task affinity probe and search task groupings")
+    _config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.set_defaults(func=cmd_affinity)
 
     p = sub.add_parser("report", help="(re)write a run's report.md and plots")
     p.add_argument("run", help="run folder")

@@ -98,6 +98,15 @@ class TrainConfig:
 
 
 @dataclass
+class AffinityConfig:
+    """TAG's inter-task affinity probe during training (`rlmtl affinity`)."""
+
+    probe_every: int = _field(0, "steps between affinity probes; 0 = off (rlmtl affinity turns it on)")
+    divide_by_lr: bool = _field(False, "report Z / lr as the official TAG code (default: the paper's Z)")
+    max_groups: int = _field(3, "largest number of networks k for the grouping search")
+
+
+@dataclass
 class EvalConfig:
     """Headless rollouts of the trained policy."""
 
@@ -122,6 +131,7 @@ class RunConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    affinity: AffinityConfig = field(default_factory=AffinityConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
@@ -298,6 +308,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "train.warmup_steps": config.train.warmup_steps,
         "train.eval_every": config.train.eval_every,
         "train.grad_clip": config.train.grad_clip,
+        "affinity.probe_every": config.affinity.probe_every,
         "eval.workers": config.eval.workers,
         "agent.head_hidden_dim": config.agent.head_hidden_dim,
     }

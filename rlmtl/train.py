@@ -18,6 +18,7 @@ import yaml
 from tqdm import tqdm
 
 from envs import make_suite
+from rlmtl.affinity import AffinityProbe
 from rlmtl.atomic import write_text_atomic
 from rlmtl.build import agent_backward, agent_meta, build_agent, resolve_device
 from rlmtl.checkpoint import load_checkpoint, prune_checkpoints, resolve_last, save_checkpoint, update_last_pointer
@@ -104,6 +105,7 @@ class Trainer:
         self.val_sampler = None
         if self.weighting.requirements.val_batch:
             self.val_sampler = TaskBalancedSampler(self.data, config.agent.obs_keys, config.train.batch_per_task, config.train.seed + 1, self.device)
+        self.probe = AffinityProbe(len(self.tasks), config.affinity.divide_by_lr).to(self.device) if config.affinity.probe_every else None
         self.step = 0
         self.best_success: float | None = None
         if resume:
@@ -125,6 +127,7 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             },
             "best_success": self.best_success,
+            "affinity_probe": self.probe.state_dict() if self.probe is not None else None,
         }
 
     def save(self) -> Path:
@@ -158,6 +161,8 @@ class Trainer:
         self.step = int(payload["step"])
         self.balance.steps = self.step
         self.best_success = payload.get("best_success")
+        if self.probe is not None and payload.get("affinity_probe"):
+            self.probe.load_state_dict(payload["affinity_probe"])
         self._truncate_metrics(self.step)
         print(f"rlmtl train: resumed {last} at step {self.step}", file=sys.stderr)
 
@@ -187,6 +192,8 @@ class Trainer:
         self.agent.train()
         needs = self.weighting.requirements
         batch = self.sampler.sample()
+        if self.probe is not None and self.step % self.config.affinity.probe_every == 0:
+            self._probe_affinity(batch)
         val_batch = self.val_sampler.sample() if self.val_sampler is not None else None
         self.optimizer.zero_grad(set_to_none=True)
         losses = None if needs.task_grads else self.agent.task_losses(batch)
@@ -202,6 +209,21 @@ class Trainer:
         self.balance.after_step(losses_after)
         self.step += 1
         return losses, result.weights.detach()
+
+    def _probe_affinity(self, batch: Any) -> None:
+        """TAG probe at the current parameters, on this step's batches (before the update)."""
+        assert self.probe is not None
+        losses, grads = self.agent.per_task_gradients(batch)
+        shared = {f"encoder.{name}": grad for name, grad in grads["encoder"].items()}
+        agent = self.agent
+        self.probe.probe(
+            losses,
+            shared,
+            dict(agent.named_parameters()),
+            self.optimizer,
+            lambda params, b: torch.func.functional_call(agent, params, (b,)),
+            batch,
+        )
 
     def run(self) -> TrainResult:
         cfg = self.config.train
@@ -228,6 +250,7 @@ class Trainer:
                 mean_losses = (loss_sum / interval_steps).cpu().tolist()
                 trace = weight_trace[:interval_steps].cpu()
                 record = {
+                    **({"affinity": self.probe.affinity().cpu().tolist()} if self.probe is not None else {}),
                     "step": self.step,
                     "lr": self.scheduler.get_last_lr()[0],
                     "samples_per_s": interval_steps * k * cfg.batch_per_task / max(elapsed, 1e-9),

@@ -68,3 +68,17 @@ def test_eval_during_training_keeps_best(tiny):
     evals = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines() if "eval_success" in line]
     assert [e["step"] for e in evals] == [20, 40]
     assert result.best_success == max(e["eval_success"] for e in evals)
+
+
+def test_affinity_probe_state_resumes_exactly(tiny):
+    overrides = ["affinity.probe_every=7"]
+    straight = train(load_config(tiny, ["name=probe-straight", *overrides]), progress=False)
+    train(load_config(tiny, ["name=probe-split", *overrides]), progress=False, stop_after=20)
+    resumed = train(load_config(tiny, ["name=probe-split", *overrides]), resume=True, progress=False)
+    a, b = final_parameters(straight.run_dir), final_parameters(resumed.run_dir)
+    for key in a[0]:
+        torch.testing.assert_close(a[0][key], b[0][key], rtol=0, atol=0)
+    probe_a = torch.load(sorted((straight.run_dir / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)["affinity_probe"]
+    probe_b = torch.load(sorted((resumed.run_dir / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)["affinity_probe"]
+    assert probe_a["count"].item() == 6  # steps 0, 7, 14, 21, 28, 35
+    torch.testing.assert_close(probe_a["total"], probe_b["total"], rtol=0, atol=0)
