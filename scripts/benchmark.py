@@ -38,6 +38,30 @@ def bench_training(config, steps: int) -> float:
     return steps * config.train.batch_per_task * len(trainer.tasks) / elapsed
 
 
+def bench_probe(config, steps: int, rounds: int = 5) -> float:
+    """Per-step time with TAG's affinity probe at its configured interval over time without it,
+    interleaved in rounds (median of the per-round ratios)."""
+    import statistics
+    from dataclasses import replace
+
+    from rlmtl.train import Trainer
+
+    every = config.affinity.probe_every or 10
+    plain = Trainer(replace(config, name="bench-plain", affinity=replace(config.affinity, probe_every=0)), progress=False)
+    probed = Trainer(replace(config, name="bench-probe", affinity=replace(config.affinity, probe_every=every)), progress=False)
+    ratios = []
+    for _ in range(rounds):
+        times = []
+        for trainer in (plain, probed):
+            start = time.perf_counter()
+            for _ in range(steps):
+                losses, _ = trainer.train_step()
+            losses.sum().item()
+            times.append(time.perf_counter() - start)
+        ratios.append(times[1] / times[0])
+    return statistics.median(ratios)
+
+
 def bench_eval(checkpoint: str, episodes: int, workers: int) -> float:
     from rlmtl.evaluate import evaluate_checkpoint
 
@@ -74,6 +98,8 @@ def main() -> int:
         threads = torch.get_num_threads()
         samples = bench_training(config, args.train_steps)
         print(f"training: {samples:,.0f} samples/s ({samples / (config.train.batch_per_task * 10):.0f} steps/s, batch {config.train.batch_per_task}x10, {threads} torch threads)")
+        ratio = bench_probe(config, 100)
+        print(f"affinity probe every {config.affinity.probe_every or 10} steps: {ratio:.2f}x the training step time without it")
         checkpoint = args.checkpoint
         main_run = ROOT / "runs" / "mt10-uniform-seed0"
         if checkpoint is None and (main_run / "checkpoints" / "last").is_file():
