@@ -70,11 +70,12 @@ def main() -> int:
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default="default,hard")
+    parser.add_argument("--table-only", action="store_true", help="print the table of the results gathered so far; run nothing")
     args = parser.parse_args()
     methods, settings = args.methods.split(","), args.settings.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    for seed in seeds:  # seeds outermost: a partial sweep still covers every method
+    for seed in [] if args.table_only else seeds:  # seeds outermost: a partial sweep still covers every method
         for setting in settings:
             for method in methods:
                 results[f"{setting}/{method}/{seed}"] = run_one(setting, method, seed)
