@@ -31,6 +31,11 @@ def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images
 
 
+def _normalise_actions(actions: torch.Tensor, center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Env actions -> [-1, 1] with a task's dataset center and half-range."""
+    return ((actions - center) / scale).clamp(-1.0, 1.0)
+
+
 class MultiTaskBC(nn.Module):
     """Shared `ObservationEncoder` + `TaskHeads`.
 
@@ -102,7 +107,7 @@ class MultiTaskBC(nn.Module):
         `inputs` = this task's row of `task_inputs(batch)`. A scalar."""
         features = self._features(params["encoder"], inputs["obs"], inputs["task"])
         prediction = torch.tanh(apply_head(params["heads"][0], params["heads"][1], features))
-        target = ((inputs["actions"] - inputs["task"]["action_center"]) / inputs["task"]["action_scale"]).clamp(-1.0, 1.0)
+        target = _normalise_actions(inputs["actions"], inputs["task"]["action_center"], inputs["task"]["action_scale"])
         return (prediction - target).pow(2).mean()
 
     def task_inputs(self, batch: Batch) -> dict[str, Any]:
@@ -154,19 +159,9 @@ class MultiTaskBC(nn.Module):
         grads, losses = vmap(grad_and_value(self.task_loss), in_dims=(self._TREE_DIMS, 0), randomness="different")(tree, self.task_inputs(batch))
         return losses, grads
 
-    def predict_all(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        """observations {key: [K, B, ...]} (row k from task k) -> normalised actions [K, B, A]."""
-        inputs = self.task_inputs({"obs": observations, "actions": None})
-        tree = self.parameter_tree()
-
-        def predict(params: dict[str, Any], obs: dict[str, torch.Tensor], task: dict[str, torch.Tensor]) -> torch.Tensor:
-            return torch.tanh(apply_head(params["heads"][0], params["heads"][1], self._features(params["encoder"], obs, task)))
-
-        return vmap(predict, in_dims=(self._TREE_DIMS, 0, 0))(tree, inputs["obs"], inputs["task"])
-
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """[K, B, A] env actions -> [-1, 1] per task."""
-        return ((actions - self.action_center[:, None]) / self.action_scale[:, None]).clamp(-1.0, 1.0)
+        return _normalise_actions(actions, self.action_center[:, None], self.action_scale[:, None])
 
     # ------------------------------------------------------------------ rollouts
     @torch.no_grad()
