@@ -34,14 +34,14 @@ def default_methods() -> list[str]:
     return ["uniform"] + [n for n in names if n != "uniform"] + variants
 
 
-def method_overrides(method: str, config_path: str, tasks: list[str]) -> list[str]:
+def method_overrides(method: str, num_tasks: int = 10) -> list[str]:
     """Config overrides for a method spec `name` or `name@key=value@key=value` (its params);
     auxiliary-mode methods get a primary task."""
     from rlmtl.weighting import make_weighting
 
     name, *params = method.split("@")
     overrides = [f"weighting.name={name}", *(f"weighting.params.{p}" for p in params)]
-    if make_weighting(name, len(tasks) or 10).requirements.primary_tasks:
+    if make_weighting(name, num_tasks).requirements.primary_tasks:
         overrides.append("weighting.primary_tasks=[peg-insert-side-v3]")
     return overrides
 
@@ -51,7 +51,7 @@ def make_trainer(config_path: str, method: str, extra: list[str], folder: Path):
     from rlmtl.train import Trainer
 
     run_name = "bench-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in method)
-    overrides = [f"out_dir={folder}", f"name={run_name}", *method_overrides(method, config_path, []), *extra]
+    overrides = [f"out_dir={folder}", f"name={run_name}", *method_overrides(method), *extra]
     return Trainer(load_config(config_path, overrides), progress=False)
 
 
