@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from rlmtl.atomic import atomic_path, write_text_atomic
-from rlmtl.grouping import search_groupings
+from rlmtl.grouping import Grouping, search_groupings, serving_groups
 from rlmtl.report import read_metrics
 
 ORIENTATION = "affinity[i][j] = 1 - L_j(after a lookahead step on task i's gradient) / L_j(before): source i (row), recipient j (column)"
@@ -26,7 +26,7 @@ def write_affinity(run_dir: Path, tasks: list[str], matrix: np.ndarray, max_grou
         "divided_by_lr": divide_by_lr,
         "affinity": matrix.tolist(),
         "history": history,
-        "groupings": {str(k): [{"groups": g.named(tasks), "score": g.score} for g in ranked] for k, ranked in groupings.items()},
+        "groupings": {str(k): [_grouping_json(g, tasks, matrix) for g in ranked] for k, ranked in groupings.items()},
     }
     write_text_atomic(run_dir / "affinity.json", json.dumps(content, indent=1) + "\n")
     lines = ["# Task groupings (TAG)", "", f"Affinity orientation: {ORIENTATION}.", ""]
@@ -40,6 +40,12 @@ def write_affinity(run_dir: Path, tasks: list[str], matrix: np.ndarray, max_grou
     if history:
         plot_strongest_pairs(tasks, history, run_dir / "plots" / "affinity_pairs.png")
     return content
+
+
+def _grouping_json(grouping: Grouping, tasks: list[str], matrix: np.ndarray) -> dict[str, Any]:
+    """One ranked grouping as JSON: its groups, score, and which group serves each task."""
+    serve = serving_groups(matrix, grouping.groups)
+    return {"groups": grouping.named(tasks), "score": grouping.score, "serve": {task: serve[i] for i, task in enumerate(tasks)}}
 
 
 def plot_heatmap(tasks: list[str], matrix: np.ndarray, target: Path) -> None:

@@ -50,8 +50,29 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rlmtl.train import train
 
+    if args.groups:
+        return _run_groups(args)
+    if args.k is not None:
+        raise RlmtlError("--k needs --groups")
     result = train(_load(args), resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_steps)
     print(result.last_checkpoint)
+    return 0
+
+
+def _run_groups(args: argparse.Namespace) -> int:
+    """`--groups G.json`: one model per group, each task evaluated with its serving group's model."""
+    from envs import make_suite
+    from rlmtl.evaluate import results_markdown
+    from rlmtl.grouped import load_group_plan, run_grouped
+
+    if getattr(args, "stop_after_steps", None) is not None:
+        raise RlmtlError("--stop-after-steps does not apply to --groups (use --resume to continue a grouped run)")
+    config = _load(args)
+    tasks = make_suite(config.env.backend, config.env.suite).select_tasks(config.env.tasks)
+    plan = load_group_plan(args.groups, tasks, args.k)
+    folder, result = run_grouped(config, plan, resume=args.resume, progress=not args.no_progress)
+    print(results_markdown(result))
+    print(f"report: {folder / 'report.md'}")
     return 0
 
 
@@ -173,6 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rlmtl.report import write_report
     from rlmtl.train import train
 
+    if args.groups:
+        return _run_groups(args)
+    if args.k is not None:
+        raise RlmtlError("--k needs --groups")
     config = _load(args)
     progress = not args.no_progress
     times: dict[str, float] = {}
@@ -260,6 +285,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _groups_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--groups",
+        default=None,
+        metavar="FILE",
+        help="train one model per task group (a JSON list of groups, {'groups': ..., 'serve': ...}, or an affinity.json with --k), "
+        "then evaluate each task with its group's model",
+    )
+    parser.add_argument("--k", type=int, default=None, help="with an affinity.json: use its best grouping with at most K groups")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlmtl", description="Multi-task behaviour cloning with pluggable loss weighting.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--stop-after-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps of this invocation")
+    _groups_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -303,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: collect -> train -> eval -> report")
     _config_args(p)
     p.add_argument("--resume", action="store_true", help="resume training in an existing run folder")
+    _groups_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("affinity", help="train with TAG's inter-task affinity probe and search task groupings")

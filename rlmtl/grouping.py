@@ -137,6 +137,27 @@ def search_groupings(affinity: np.ndarray, max_groups: int | None = None, top: i
     return results
 
 
+def serving_groups(affinity: np.ndarray, groups: list[list[int]] | tuple[tuple[int, ...], ...]) -> list[int]:
+    """For every task, the index of the group that serves it: the group containing it whose other
+    members give it the highest mean affinity (a task alone in a group receives 0). Ties go to the
+    earlier group. A task in no group raises ValueError."""
+    affinity = np.asarray(affinity, dtype=np.float64)
+    serve: list[int] = []
+    for task in range(affinity.shape[0]):
+        best, best_score = -1, -np.inf
+        for index, group in enumerate(groups):
+            if task not in group:
+                continue
+            others = [b for b in group if b != task]
+            score = float(np.mean([affinity[b, task] for b in others])) if others else 0.0
+            if score > best_score:
+                best, best_score = index, score
+        if best < 0:
+            raise ValueError(f"task {task} is in no group")
+        serve.append(best)
+    return serve
+
+
 def _indices(mask: int | np.integer) -> tuple[int, ...]:
     mask = int(mask)
     return tuple(i for i in range(mask.bit_length()) if mask >> i & 1)

@@ -75,8 +75,9 @@ def plot_training(metrics: list[dict[str, Any]], target: Path) -> None:
     plt.close(figure)
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write run_dir/report.md (and plots/) from eval.json, metrics.jsonl and timings.json."""
+def write_report(run_dir: Path, extra: str = "") -> Path:
+    """Write run_dir/report.md (and plots/) from eval.json, metrics.jsonl and timings.json;
+    `extra` (Markdown) goes after the per-task table."""
     eval_path = run_dir / "eval.json"
     if not eval_path.is_file():
         raise RlmtlError(f"{eval_path}: not found (run `rlmtl eval {run_dir}` first)")
@@ -85,9 +86,14 @@ def write_report(run_dir: Path) -> Path:
     plot_success(result, plots / "success_per_task.png")
     metrics = read_metrics(run_dir)
     lines = [f"# rlmtl report: {run_dir.name}", ""]
-    lines += [f"Checkpoint `{result['checkpoint']}` (step {result['step']}), {result['backend']}/{result['suite']}, "
-              f"{result['overall']['episodes']} evaluation episodes (seed {result['seed']}).", ""]
+    lines += [
+        f"Checkpoint `{result['checkpoint']}` (step {result['step']}), {result['backend']}/{result['suite']}, "
+        f"{result['overall']['episodes']} evaluation episodes (seed {result['seed']}).",
+        "",
+    ]
     lines += [results_markdown(result), "![success per task](plots/success_per_task.png)", ""]
+    if extra:
+        lines += [extra]
     if metrics:
         plot_training(metrics, plots / "training.png")
         lines += ["![training curves](plots/training.png)", ""]
@@ -96,7 +102,13 @@ def write_report(run_dir: Path) -> Path:
     if wall_times:
         lines += ["| stage | wall time (s) |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in wall_times.items()] + [""]
     if result.get("videos"):
-        lines += ["Videos: " + ", ".join(f"[{t}]({Path(p).relative_to(run_dir) if Path(p).is_relative_to(run_dir) else p})" for t, p in result["videos"].items()), ""]
+        lines += [
+            "Videos: "
+            + ", ".join(
+                f"[{t}]({Path(p).relative_to(run_dir) if Path(p).is_relative_to(run_dir) else p})" for t, p in result["videos"].items()
+            ),
+            "",
+        ]
     target = run_dir / "report.md"
     write_text_atomic(target, "\n".join(lines))
     return target

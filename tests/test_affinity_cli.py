@@ -18,6 +18,7 @@ def test_affinity_command_writes_matrix_plots_and_groupings(tiny_config_file, tm
     assert "source i" in content["orientation"] and content["history"]
     assert set(content["groupings"]) == {"1", "2"}
     assert content["groupings"]["1"][0]["groups"] == [["reach-v3", "drawer-close-v3", "window-close-v3"]]
+    assert content["groupings"]["1"][0]["serve"] == {"reach-v3": 0, "drawer-close-v3": 0, "window-close-v3": 0}
     for name in ("affinity_heatmap.png", "affinity_pairs.png"):
         assert (run / "plots" / name).stat().st_size > 1000
     assert "k=2" in capsys.readouterr().out
