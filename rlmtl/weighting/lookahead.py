@@ -45,22 +45,135 @@ def _check_supported(optimizer: torch.optim.Optimizer) -> str:
 
 
 def virtual_step(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter], grads: Params) -> Params:
-    """theta' for every named parameter given `grads` (names missing from `grads` do not move)."""
+    """theta' for every named parameter given `grads` (names missing from `grads` do not move).
+
+    A gradient may carry leading batch dimensions ([S, *shape]: S lookaheads at once)."""
+    return virtual_step_and_scale(optimizer, parameters, grads, scale=False)[0]
+
+
+def virtual_step_and_scale(
+    optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter], grads: Params, scale: bool = True, exact: bool = False
+) -> tuple[Params, Params]:
+    """(theta', d theta'/d g) for the parameters in `grads` in one pass that shares the moment
+    updates; the scale is `step_scale(..., grads, exact)` (empty when `scale=False`).
+
+    Adam/AdamW parameters of one param group (same step count) are computed on one flat vector:
+    a dozen tensor operations per group instead of per parameter, which is most of the cost on
+    small models."""
     kind = _check_supported(optimizer)
     groups = _groups_by_param(optimizer)
-    updated: Params = {}
+    updated: Params = {name: param for name, param in parameters.items()}
+    scales: Params = {}
+    if kind == "sgd":
+        for name, param in parameters.items():
+            grad, group = grads.get(name), groups.get(id(param))
+            if grad is not None and group is not None:
+                updated[name] = _sgd(param, grad, group, optimizer.state.get(param, {}))
+        if scale:
+            scales = step_scale(optimizer, {n: p for n, p in parameters.items() if n in grads}, grads, exact)
+        return updated, scales
+    for group, state_sample, names in _adam_batches(optimizer, parameters, grads, groups):
+        params = [parameters[n] for n in names]
+        lead = tuple(grads[names[0]].shape[: grads[names[0]].dim() - params[0].dim()])
+        flat = _Flat(params, lead)
+        moments = [optimizer.state.get(p, {}) for p in params]
+        exp_avg = flat.join([m["exp_avg"] for m in moments], batched=False) if "exp_avg" in state_sample else None
+        exp_avg_sq = flat.join([m["exp_avg_sq"] for m in moments], batched=False) if "exp_avg_sq" in state_sample else None
+        step = float(state_sample["step"]) + 1 if "step" in state_sample else 1.0
+        stepped, step_scales = _adam_flat(
+            flat.join(params, batched=False),
+            flat.join([grads[n] for n in names], batched=True),
+            exp_avg,
+            exp_avg_sq,
+            step,
+            group,
+            kind == "adamw",
+            scale,
+            exact,
+        )
+        updated.update(zip(names, flat.split(stepped)))
+        if step_scales is not None:
+            scales.update(zip(names, flat.split(step_scales)))
+    return updated, scales
+
+
+class _Flat:
+    """Concatenate same-group tensors into one vector (keeping leading batch dims) and split back."""
+
+    def __init__(self, params: list[torch.Tensor], lead: tuple[int, ...]) -> None:
+        self.shapes = [p.shape for p in params]
+        self.sizes = [p.numel() for p in params]
+        self.lead = lead
+
+    def join(self, tensors: list[torch.Tensor], batched: bool) -> torch.Tensor:
+        lead = self.lead if batched else ()
+        parts = [t.reshape(*lead, -1) for t in tensors]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        lead = tuple(flat.shape[:-1])
+        return [part.reshape(*lead, *shape) for part, shape in zip(flat.split(self.sizes, dim=-1), self.shapes)]
+
+
+def _adam_batches(
+    optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter], grads: Params, groups: dict[int, dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any], list[str]]]:
+    """Names of the parameters with a gradient, batched by (param group, step count, moments
+    present, gradient batch dims, dtype, device): each batch is one flat computation."""
+    batches: dict[tuple, tuple[dict[str, Any], dict[str, Any], list[str]]] = {}
     for name, param in parameters.items():
-        grad = grads.get(name)
-        group = groups.get(id(param))
+        grad, group = grads.get(name), groups.get(id(param))
         if grad is None or group is None:
-            updated[name] = param
             continue
         state = optimizer.state.get(param, {})
-        updated[name] = _sgd(param, grad, group, state) if kind == "sgd" else _adam(param, grad, group, state, decoupled=kind == "adamw")
-    return updated
+        lead = tuple(grad.shape[: grad.dim() - param.dim()])
+        key = (id(group), float(state["step"]) if "step" in state else -1.0, "exp_avg" in state, lead, grad.dtype, grad.device)
+        batches.setdefault(key, (group, state, []))[2].append(name)
+    return list(batches.values())
 
 
-def step_scale(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter], grads: Params | None = None, exact: bool = False) -> Params:
+def _adam_flat(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor | None,
+    exp_avg_sq: torch.Tensor | None,
+    step: float,
+    group: dict[str, Any],
+    decoupled: bool,
+    scale: bool,
+    exact: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Adam/AdamW's next parameters for `grad` (step number `step`), and optionally the elementwise
+    d theta'/d g of `step_scale` (exact: second moment's own path included)."""
+    beta1, beta2 = group["betas"]
+    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+    base = param
+    if weight_decay:
+        if decoupled:
+            base = param * (1 - lr * weight_decay)
+        else:
+            grad = grad + weight_decay * param
+    first = beta1 * exp_avg + (1 - beta1) * grad if exp_avg is not None else (1 - beta1) * grad
+    second = beta2 * exp_avg_sq + (1 - beta2) * grad * grad if exp_avg_sq is not None else (1 - beta2) * grad * grad
+    root = (second / (1 - beta2**step)).sqrt()
+    denominator = root + eps
+    first_hat = first / (1 - beta1**step)
+    stepped = base - lr * first_hat / denominator
+    if not scale:
+        return stepped, None
+    scales = -lr * (1 - beta1) / (1 - beta1**step) / denominator
+    if exact:
+        # where v_hat = 0 the moment's path vanishes (g' = 0 there): keep only the first term
+        moment_path = torch.where(
+            root > 0, first_hat * (1 - beta2) * grad / ((1 - beta2**step) * denominator**2 * root.clamp_min(1e-30)), torch.zeros_like(root)
+        )
+        scales = scales + lr * moment_path
+    return stepped, scales
+
+
+def step_scale(
+    optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter], grads: Params | None = None, exact: bool = False
+) -> Params:
     """d(theta')/d(g) per element (a tensor per parameter); see the module docstring.
 
     With `exact=True` (needs `grads`) Adam's derivative also includes the second moment's own
@@ -69,9 +182,12 @@ def step_scale(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parame
     kind = _check_supported(optimizer)
     groups = _groups_by_param(optimizer)
     scales: Params = {}
+    if kind != "sgd" and grads is not None:
+        with_grads = {name: param for name, param in parameters.items() if name in grads}
+        scales = virtual_step_and_scale(optimizer, with_grads, grads, scale=True, exact=exact)[1]
     for name, param in parameters.items():
         group = groups.get(id(param))
-        if group is None:
+        if group is None or name in scales:
             continue
         state = optimizer.state.get(param, {})
         lr = group["lr"]
@@ -82,26 +198,11 @@ def step_scale(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parame
             if group["nesterov"] and momentum:
                 factor = factor * (1.0 + momentum)
             scales[name] = torch.full_like(param, -lr * factor)
-        else:
+        else:  # no gradient given: the pre-step moment, bias-corrected for the steps it has seen
             beta1, beta2 = group["betas"]
             step = float(state["step"]) + 1 if "step" in state else 1.0
             exp_avg_sq = state.get("exp_avg_sq", torch.zeros_like(param))
-            grad = None if grads is None else grads.get(name)
-            if grad is None:  # the pre-step moment, bias-corrected for the steps it has seen
-                denominator = (exp_avg_sq / (1 - beta2 ** (step - 1)) if step > 1 else exp_avg_sq).sqrt() + group["eps"]
-            else:
-                if group["weight_decay"] and kind == "adam":
-                    grad = grad + group["weight_decay"] * param
-                updated = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
-                root = (updated / (1 - beta2**step)).sqrt()
-                denominator = root + group["eps"]
-                if exact:
-                    exp_avg = beta1 * state["exp_avg"] + (1 - beta1) * grad if "exp_avg" in state else (1 - beta1) * grad
-                    first = exp_avg / (1 - beta1**step)
-                    # where v_hat = 0 the moment's path vanishes (g' = 0 there): keep only the first term
-                    moment_path = torch.where(root > 0, first * (1 - beta2) * grad / ((1 - beta2**step) * denominator**2 * root.clamp_min(1e-30)), torch.zeros_like(root))
-                    scales[name] = -lr * ((1 - beta1) / (1 - beta1**step) / denominator - moment_path)
-                    continue
+            denominator = (exp_avg_sq / (1 - beta2 ** (step - 1)) if step > 1 else exp_avg_sq).sqrt() + group["eps"]
             scales[name] = -lr * (1 - beta1) / (1 - beta1**step) / denominator
     return scales
 
@@ -114,22 +215,6 @@ def _sgd(param: torch.Tensor, grad: torch.Tensor, group: dict[str, Any], state: 
         buffer = d_p if buffer is None else momentum * buffer + (1 - group["dampening"]) * d_p
         d_p = d_p + momentum * buffer if group["nesterov"] else buffer
     return param - group["lr"] * d_p
-
-
-def _adam(param: torch.Tensor, grad: torch.Tensor, group: dict[str, Any], state: dict[str, Any], decoupled: bool) -> torch.Tensor:
-    beta1, beta2 = group["betas"]
-    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-    step = float(state["step"]) + 1 if "step" in state else 1.0
-    base = param
-    if weight_decay:
-        if decoupled:
-            base = param * (1 - lr * weight_decay)
-        else:
-            grad = grad + weight_decay * param
-    exp_avg = beta1 * state["exp_avg"] + (1 - beta1) * grad if "exp_avg" in state else (1 - beta1) * grad
-    exp_avg_sq = beta2 * state["exp_avg_sq"] + (1 - beta2) * grad * grad if "exp_avg_sq" in state else (1 - beta2) * grad * grad
-    denominator = (exp_avg_sq / (1 - beta2**step)).sqrt() + eps
-    return base - lr * (exp_avg / (1 - beta1**step)) / denominator
 
 
 def losses_at_many(
