@@ -1,7 +1,10 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
 
-A reader never sees a half-written file; a crash leaves at most a `*.tmp-*` file that the
-next write replaces, and the previous version of the target stays intact.
+A reader never sees a half-written file, and the previous version of the target stays intact;
+a crash mid-write leaves a `.NAME.tmp-*` file (in checkpoint folders `prune_checkpoints` removes
+them). The file gets the permissions a plain `open()` would give it (0666 minus the umask), not
+mkstemp's owner-only 0600, so run folders shared between users (or a container's user and the
+host's) stay readable.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
@@ -41,6 +45,13 @@ def write_atomic(target: str | os.PathLike, writer: Callable[[Path], None]) -> N
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `target` atomically."""
     write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

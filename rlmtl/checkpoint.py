@@ -14,26 +14,39 @@ from typing import Any
 import torch
 
 from rlmtl.atomic import atomic_path, write_text_atomic
-from rlmtl.errors import CheckpointError
+from rlmtl.errors import CheckpointError, OutputError
 
 LAST_POINTER = "last"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """torch.save `payload` to `path` atomically."""
+    """torch.save `payload` to `path` atomically; OutputError naming `path` when the write fails
+    (disk full, quota): the previous file at `path` is left as it was."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as RuntimeError
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise OutputError(f"{path}: cannot write checkpoint ({message}); the previous checkpoints are unchanged") from None
     return path
 
 
 def update_last_pointer(folder: Path, checkpoint: Path) -> None:
-    write_text_atomic(folder / LAST_POINTER, checkpoint.name + "\n")
+    try:
+        write_text_atomic(folder / LAST_POINTER, checkpoint.name + "\n")
+    except OSError as error:
+        raise OutputError(
+            f"{folder / LAST_POINTER}: cannot update the pointer ({error.strerror or error}); it still names the previous checkpoint"
+        ) from None
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
-    """Delete all but the newest `keep` step checkpoints (never best.pt or the `last` target)."""
+    """Delete all but the newest `keep` step checkpoints (never best.pt or the `last` target), and
+    temp files a crash left mid-write."""
     last = resolve_last(folder)
+    for stale in [*folder.glob(".*.pt.tmp-*"), *folder.glob(f".{LAST_POINTER}.tmp-*")]:
+        stale.unlink(missing_ok=True)  # left by a crash mid-write; the trainer (rank 0) is the only writer
     steps = sorted(folder.glob("step_*.pt"))
     for old in steps[: max(0, len(steps) - keep)]:
         if old != last:

@@ -22,6 +22,12 @@ exit codes:
   4  output folder missing (--out or the --junit / $GITHUB_STEP_SUMMARY folder) or not writable
   5  success below a bar: eval.json, eval.md and the reports are written first,
      then each shortfall (task, success, episodes, bar) is printed to stderr
+  6  some episodes ended in an error (a worker crashed or hung on every rerun): the results
+     are written, the errors listed; those episodes are not in the success rates
+
+Finished episodes are appended to OUT/eval_episodes.jsonl; running the same command again
+resumes (delete that file to start over). Sharded over processes or machines (OUT shared):
+  torchrun --nproc-per-node=2 -m rlmtl eval runs/mt10 --out runs/mt10
 
 CI example:
   rlmtl eval runs/mt10 --min-success 0.8 --min-task-success 0.5 --junit reports/eval.xml --github-summary
@@ -62,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _run_groups(args: argparse.Namespace) -> int:
     """`--groups G.json`: one model per group, each task evaluated with its serving group's model."""
     from envs import make_suite
-    from rlmtl.evaluate import results_markdown
+    from rlmtl.evaluate import episode_errors, results_markdown
     from rlmtl.grouped import load_group_plan, run_grouped
 
     if getattr(args, "stop_after_steps", None) is not None:
@@ -73,13 +79,29 @@ def _run_groups(args: argparse.Namespace) -> int:
     folder, result = run_grouped(config, plan, resume=args.resume, progress=not args.no_progress)
     print(results_markdown(result))
     print(f"report: {folder / 'report.md'}")
+    errors = episode_errors(result)
+    if errors is not None:
+        raise errors
     return 0
 
 
-def _eval_into(run_or_checkpoint: str, out: Path, config, episodes: int | None, workers: int | None, video: bool | None, progress: bool) -> dict:
+def _eval_into(
+    run_or_checkpoint: str,
+    out: Path,
+    config,
+    episodes: int | None,
+    workers: int | None,
+    video: bool | None,
+    progress: bool,
+    sharded: bool = False,
+) -> dict | None:
+    """Evaluate into `out` (resuming from its episodes log); with `sharded`, this torchrun rank's
+    share, and None on ranks other than 0 (rank 0 writes the results)."""
+    from rlmtl.eval_shard import shard_from_env
     from rlmtl.evaluate import evaluate_checkpoint, write_results
 
     e = config.eval
+    rank, world_size = shard_from_env() if sharded else (0, 1)
     video = e.video if video is None else video
     result = evaluate_checkpoint(
         run_or_checkpoint,
@@ -92,8 +114,15 @@ def _eval_into(run_or_checkpoint: str, out: Path, config, episodes: int | None, 
         video_size=e.video_size,
         video_dir=out / "videos",
         video_format=e.video_format,
-        progress=progress,
+        progress=progress and rank == 0,
+        episode_timeout_s=e.episode_timeout_s,
+        max_episode_retries=e.max_episode_retries,
+        log_dir=out,
+        rank=rank,
+        world_size=world_size,
     )
+    if result is None:
+        return None
     try:
         write_results(out, result)
     except OSError as error:
@@ -140,6 +169,8 @@ def _load_for_eval(run: str):
     try:
         config = config_from_dict(payload["meta"]["config"], f"{checkpoint} config")
         agent_from_checkpoint(payload)  # fail here, not inside a rollout worker
+    except CheckpointError as error:  # weights not matching the config: name the file
+        raise CheckpointError(f"{checkpoint}: {error}") from None
     except ConfigError as error:
         raise CheckpointError(f"{checkpoint}: unusable checkpoint ({error})") from None
     except (KeyError, TypeError) as error:
@@ -148,7 +179,7 @@ def _load_for_eval(run: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlmtl.evaluate import results_markdown
+    from rlmtl.evaluate import episode_errors, results_markdown
     from rlmtl.gate import check_success, github_summary, junit_xml
 
     checkpoint, config = _load_for_eval(args.run)
@@ -165,7 +196,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if step_summary:
         _check_output_folder(Path(step_summary).parent, "GITHUB_STEP_SUMMARY folder")
 
-    result = _eval_into(str(checkpoint), out, config, args.episodes, args.workers, True if args.video else None, not args.no_progress)
+    result = _eval_into(
+        str(checkpoint), out, config, args.episodes, args.workers, True if args.video else None, not args.no_progress, sharded=True
+    )
+    if result is None:  # a torchrun rank other than 0: rank 0 gathers and reports
+        return 0
     bars = {"min_success": args.min_success, "min_task_success": args.min_task_success}
     if junit is not None:
         try:
@@ -182,6 +217,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(summary if summary is not None and not step_summary else results_markdown(result))
     print(f"wrote {out / 'eval.json'}" + (f", {junit}" if junit is not None else ""), file=sys.stderr)
     shortfalls = check_success(result, **bars)
+    errors = episode_errors(result)
+    if errors is not None:  # rates over fewer episodes than asked: exit 6 before judging the bars
+        if shortfalls:
+            print(f"rlmtl eval: {SuccessBelowBar(shortfalls)}", file=sys.stderr)
+        raise errors
     if shortfalls:
         raise SuccessBelowBar(shortfalls)
     return 0
@@ -241,6 +281,14 @@ def cmd_affinity(args: argparse.Namespace) -> int:
         if ranked:
             print(f"k={k}: " + " | ".join(", ".join(group) for group in ranked[0]["groups"]) + f"  (score {ranked[0]['score']:.3g})")
     print(f"wrote {trainer.run_dir / 'affinity.json'}", file=sys.stderr)
+    return 0
+
+
+def cmd_import_rlbench(args: argparse.Namespace) -> int:
+    """RLBench dataset folder -> rlmtl dataset file (no simulator needed)."""
+    from rlmtl.import_rlbench import import_rlbench
+
+    print(import_rlbench(args.path, _load(args), out=args.out, samples=args.samples, progress=not args.no_progress))
     return 0
 
 
@@ -348,6 +396,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.set_defaults(func=cmd_affinity)
 
+    p = sub.add_parser(
+        "import-rlbench",
+        help="convert a folder written by RLBench's dataset generator into rlmtl's dataset format",
+        description="Convert RLBench demos (<task>/variation<N>/episodes/... or the PerAct fork's <task>/all_variations/episodes/...)\n"
+        "into the dataset file CONFIG trains from (data.path, or the cache path of its settings). No simulator needed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("path", help="the dataset generator's --save_path (one folder per task)")
+    _config_args(p)
+    p.add_argument("--out", default=None, help="dataset file to write (default: the config's data.path or cache path)")
+    p.add_argument(
+        "--samples",
+        choices=["all", "keyframes"],
+        default="all",
+        help="keyframe mode: train on every step (all) or on step 0 and each keyframe (keyframes)",
+    )
+    p.set_defaults(func=cmd_import_rlbench)
+
     p = sub.add_parser("report", help="(re)write a run's report.md and plots")
     p.add_argument("run", help="run folder")
     p.set_defaults(func=cmd_report)
@@ -370,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
+        from rlmtl.plugins import load_plugins
+
+        load_plugins()  # RLMTL_PLUGINS: user modules that register backends, encoders, weightings
         return args.func(args)
     except RlmtlError as error:
         print(f"rlmtl {args.command}: error: {error}", file=sys.stderr)

@@ -38,6 +38,9 @@ class EnvConfig:
     cameras: list[str] = _field([], "cameras to render as uint8 RGB (observation keys rgb_<camera>)")
     image_size: int = _field(64, "rendered image height and width in pixels")
     max_episode_steps: int = _field(0, "episode length; 0 = the suite's default")
+    action_mode: str = _field("keyframe", "rlbench: keyframe (next gripper pose, EndEffectorPoseViaPlanning) or joint_velocity")
+    variation: int = _field(0, "rlbench: task variation of demos and evaluation; -1 = a random one per scene")
+    render_mode: str = _field("opengl", "rlbench: camera renderer, opengl or opengl3 (demos and evaluation must match)")
 
 
 @dataclass
@@ -95,6 +98,7 @@ class TrainConfig:
     device: str = _field("cpu", "torch device: cpu, cuda, cuda:1, ... or auto")
     seed: int = _field(0, "seed of initialisation and batch sampling")
     num_threads: int = _field(0, "torch CPU threads; 0 = torch's default")
+    max_nonfinite_steps: int = _field(10, "a step with a NaN/inf loss or gradient is skipped; stop after this many in a row")
 
 
 @dataclass
@@ -118,6 +122,8 @@ class EvalConfig:
     video_camera: str = _field("", "camera for videos; empty = the suite's default")
     video_size: int = _field(128, "video frame height and width in pixels")
     video_format: str = _field("gif", "gif or mp4 (mp4 needs imageio-ffmpeg)")
+    episode_timeout_s: float = _field(300.0, "seconds one episode may run before its worker is killed and the episode rerun; 0 = no limit")
+    max_episode_retries: int = _field(2, "reruns (same scene seed) of an episode whose worker crashed or hung before it counts as an error")
 
 
 @dataclass
@@ -296,6 +302,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "train.batch_per_task": config.train.batch_per_task,
         "train.log_every": config.train.log_every,
         "train.checkpoint_every": config.train.checkpoint_every,
+        "train.max_nonfinite_steps": config.train.max_nonfinite_steps,
         "eval.episodes_per_task": config.eval.episodes_per_task,
         "eval.video_size": config.eval.video_size,
     }
@@ -310,6 +317,8 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "train.grad_clip": config.train.grad_clip,
         "affinity.probe_every": config.affinity.probe_every,
         "eval.workers": config.eval.workers,
+        "eval.episode_timeout_s": config.eval.episode_timeout_s,
+        "eval.max_episode_retries": config.eval.max_episode_retries,
         "agent.head_hidden_dim": config.agent.head_hidden_dim,
     }
     for key, value in non_negative.items():
@@ -321,6 +330,12 @@ def validate(config: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: 'train.min_lr_ratio' must be in [0, 1], got {config.train.min_lr_ratio}")
     if not config.agent.obs_keys:
         raise ConfigError(f"{source}: 'agent.obs_keys' must name at least one observation key")
+    if config.env.action_mode not in ("keyframe", "joint_velocity"):
+        raise ConfigError(f"{source}: 'env.action_mode' must be keyframe or joint_velocity, got {config.env.action_mode!r}")
+    if config.env.render_mode not in ("opengl", "opengl3"):
+        raise ConfigError(f"{source}: 'env.render_mode' must be opengl or opengl3, got {config.env.render_mode!r}")
+    if config.env.variation < -1:
+        raise ConfigError(f"{source}: 'env.variation' must be -1 (random) or >= 0, got {config.env.variation}")
     if config.eval.video_format not in ("gif", "mp4"):
         raise ConfigError(f"{source}: 'eval.video_format' must be gif or mp4, got {config.eval.video_format!r}")
     for key in config.agent.obs_keys:
@@ -342,6 +357,8 @@ def dataset_fingerprint(config: RunConfig) -> str:
         "demos_per_task": config.data.demos_per_task,
         "seed": config.data.seed,
     }
+    if config.env.backend == "rlbench":  # only here, so other backends' cached datasets keep their names
+        relevant.update(action_mode=config.env.action_mode, variation=config.env.variation, render_mode=config.env.render_mode)
     blob = json.dumps(relevant, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 

@@ -7,6 +7,8 @@ Exit codes (the `rlmtl eval --help` epilog and the README list them too):
     3  checkpoint missing, corrupt or not matching its config (CheckpointError)
     4  output folder or report file cannot be written (OutputError)
     5  evaluation success below the bar set by --min-success / --min-task-success (SuccessBelowBar)
+    6  evaluation episodes that failed on every rerun (worker crash or hang; EpisodeErrors); results
+       are written, and this takes precedence over 5
 """
 
 EXIT_OK = 0
@@ -14,6 +16,7 @@ EXIT_USER_ERROR = 2
 EXIT_CHECKPOINT = 3
 EXIT_OUTPUT = 4
 EXIT_BELOW_BAR = 5
+EXIT_EPISODE_ERRORS = 6
 
 
 class RlmtlError(Exception):
@@ -40,6 +43,13 @@ class OutputError(RlmtlError):
     """An output folder is missing (e.g. an unmounted volume) or a result file cannot be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+class EpisodeErrors(RlmtlError):
+    """Some episodes failed on every rerun (worker crash or hang): results are written, but
+    their success rates cover fewer episodes than asked."""
+
+    exit_code = EXIT_EPISODE_ERRORS
 
 
 class SuccessBelowBar(RlmtlError):

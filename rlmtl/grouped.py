@@ -152,6 +152,7 @@ def merge_results(plan: GroupPlan, tasks: list[str], results: list[dict[str, Any
             "success_rate": math.fsum(r["success_rate"] for r in per_task.values()) / len(tasks),
             "successes": successes,
             "episodes": trials,
+            "errors": sum(row.get("errors", 0) for row in per_task.values()),
             "ci95": [low, high],
         },
         "episodes": episodes,
@@ -202,7 +203,16 @@ def run_grouped(config: RunConfig, plan: GroupPlan, resume: bool = False, progre
         times[f"train group{index}"] = time.perf_counter() - start
         checkpoint = trained.best_checkpoint or trained.last_checkpoint
         start = time.perf_counter()
-        result = evaluate_checkpoint(checkpoint, episodes_per_task=e.episodes_per_task, workers=e.workers, seed=e.seed, progress=progress)
+        result = evaluate_checkpoint(
+            checkpoint,
+            episodes_per_task=e.episodes_per_task,
+            workers=e.workers,
+            seed=e.seed,
+            progress=progress,
+            episode_timeout_s=e.episode_timeout_s,
+            max_episode_retries=e.max_episode_retries,
+            log_dir=sub.run_dir,
+        )
         write_results(sub.run_dir, result)
         times[f"evaluate group{index}"] = time.perf_counter() - start
         results.append(result)

@@ -42,7 +42,10 @@ class InlineExecutor(Executor):
 def _init_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:
     import torch
 
+    from rlmtl.plugins import load_plugins
+
     torch.set_num_threads(1)
+    load_plugins()  # spawn-started: the parent's plugin registrations are not inherited
     if initializer is not None:
         initializer(*initargs)
 

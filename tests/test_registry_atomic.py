@@ -42,3 +42,17 @@ def test_registry_unregister():
     registry.register("one")(1)
     registry.unregister("one")
     assert "one" not in registry and registry.names() == []
+
+
+def test_atomic_files_get_the_umask_permissions_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    from rlmtl.atomic import write_text_atomic
+
+    previous = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "shared.json", "{}\n")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644

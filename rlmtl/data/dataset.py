@@ -15,10 +15,16 @@ Layout (version 1)::
 
 One demo is one episode of the expert, stopped at its first success; only successful episodes
 are stored.
+
+The file starts with a 512-byte HDF5 user block (ignored by HDF5) holding
+`rlmtl-dataset-sha256:<hex>`, the sha256 of the rest of the file. The reader checks it before
+HDF5 parses anything, so a truncated or corrupted file is a DatasetError, never a crash inside
+the HDF5 library (which random corruption can cause). Files without the seal are read as is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,13 @@ import numpy as np
 
 from rlmtl import __version__
 from rlmtl.atomic import atomic_path
-from rlmtl.errors import DatasetError
+from rlmtl.errors import DatasetError, OutputError
+
+# what h5py raises on a damaged file besides OSError (KeyError: "actual len exceeds EOA", ...)
+_CORRUPT = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
+
+_USERBLOCK = 512
+_SEAL = b"rlmtl-dataset-sha256:"
 
 FORMAT = "rlmtl.dataset"
 FORMAT_VERSION = 1
@@ -77,19 +89,57 @@ def summary_stats(values: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def write_dataset(path: str | Path, attrs: dict[str, Any], records: Iterable[TaskRecord]) -> None:
-    """Write the dataset atomically: a crash leaves the previous file (or none), never half a file."""
+    """Write the dataset atomically: a crash leaves the previous file (or none), never half a file.
+    A failed write (disk full) is an OutputError naming `path`; the previous file is unchanged."""
     import h5py
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs["format"] = FORMAT
-            handle.attrs["format_version"] = FORMAT_VERSION
-            handle.attrs["rlmtl_version"] = __version__
-            for key, value in attrs.items():
-                handle.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-            data, stats = handle.create_group("data"), handle.create_group("stats")
-            for record in records:
-                _write_task(data, stats, record)
+    # built in memory, then written by Python: libhdf5 crashes (SIGSEGV) when a write to disk
+    # fails with EFBIG/ENOSPC, while a Python write raises OSError (measured; tests/test_reliability_inputs.py)
+    with h5py.File(f"rlmtl-dataset-{id(records)}", "w", driver="core", backing_store=False, userblock_size=_USERBLOCK) as handle:
+        handle.attrs["format"] = FORMAT
+        handle.attrs["format_version"] = FORMAT_VERSION
+        handle.attrs["rlmtl_version"] = __version__
+        for key, value in attrs.items():
+            handle.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        data, stats = handle.create_group("data"), handle.create_group("stats")
+        for record in records:
+            _write_task(data, stats, record)
+        handle.flush()
+        image = handle.id.get_file_image()
+    try:
+        with atomic_path(path) as tmp:
+            # the in-memory image starts at the HDF5 signature; the user block goes before it
+            tmp.write_bytes(bytes(_USERBLOCK) + image if image.startswith(b"\x89HDF") else image)
+            _seal(tmp)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write the dataset ({error}); the previous file is unchanged") from None
+
+
+def _body_digest(handle: Any) -> str:
+    handle.seek(_USERBLOCK)
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _seal(path: Path) -> None:
+    """Write the checksum of everything after the user block into the user block."""
+    with open(path, "r+b") as handle:
+        header = _SEAL + _body_digest(handle).encode()
+        handle.seek(0)
+        handle.write(header.ljust(_USERBLOCK, b"\0"))
+
+
+def verify_seal(path: Path) -> None:
+    """DatasetError naming `path` when its checksum does not match (truncated or corrupt)."""
+    with open(path, "rb") as handle:
+        head = handle.read(_USERBLOCK)
+        if not head.startswith(_SEAL):
+            return  # written without a seal: nothing to check
+        expected = head[len(_SEAL) : len(_SEAL) + 64].decode("ascii", "replace")
+        if _body_digest(handle) != expected:
+            raise DatasetError(f"{path}: checksum mismatch: the file is truncated or corrupt (collect it again)")
 
 
 def _write_task(data: Any, stats: Any, record: TaskRecord) -> None:
@@ -156,10 +206,11 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetError(f"{path}: dataset not found (run `rlmtl collect CONFIG` first)")
     try:
+        verify_seal(path)
         with h5py.File(path, "r") as handle:
             return _decode_attrs(path, handle)
-    except OSError as error:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({error})") from None
+    except _CORRUPT as error:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({type(error).__name__}: {error})") from None
 
 
 def _decode_attrs(path: Path, handle: Any) -> dict[str, Any]:
@@ -199,8 +250,8 @@ def load_dataset(path: str | Path, tasks: list[str], obs_keys: list[str], action
     try:
         with h5py.File(path, "r") as handle:
             per_task = [_read_task(path, handle, task, obs_keys, attrs, action_dim) for task in tasks]
-    except OSError as error:
-        raise DatasetError(f"{path}: corrupt HDF5 data ({error})") from None
+    except _CORRUPT as error:
+        raise DatasetError(f"{path}: corrupt HDF5 data ({type(error).__name__}: {error})") from None
     return MultiTaskData(path=path, attrs=attrs, tasks=list(tasks), per_task=per_task)
 
 
