@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Throughput of rlmtl on this machine: training samples/s, evaluation episodes/s with 1 and 2
-worker processes, and collection time per 100 demos (1 and 2 workers).
+"""Throughput of rlmtl on this machine: training samples/s, data-parallel training samples/s with
+1 and 2 gloo processes (torchrun's setup, one torch thread each) and their scaling ratio,
+evaluation episodes/s with 1 and 2 worker processes, and collection time per 100 demos (1 and 2 workers).
 
-    python scripts/benchmark.py [CONFIG] [--checkpoint RUN_OR_CKPT] [--train-steps 300]
+    python scripts/benchmark.py [CONFIG] [--checkpoint RUN_OR_CKPT] [--train-steps 300] [--ddp-only]
 
 Uses CONFIG's agent and batch (default configs/mt10.yaml). Evaluation uses the given checkpoint
 (default: the main job's run folder if it exists, else a model trained briefly here), so episode
@@ -36,6 +37,48 @@ def bench_training(config, steps: int) -> float:
     losses.sum().item()  # wait for the device
     elapsed = time.perf_counter() - start
     return steps * config.train.batch_per_task * len(trainer.tasks) / elapsed
+
+
+def ddp_rank(rank: int, world_size: int, port: int, config, steps: int, results) -> None:
+    """One data-parallel rank (as torchrun starts it): warm up, then time `steps` global steps."""
+    import os
+
+    from rlmtl.distributed import shutdown
+    from rlmtl.train import Trainer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(config, progress=False)
+        for _ in range(20):
+            trainer.train_step()
+        trainer.ranks.barrier()
+        start = time.perf_counter()
+        for _ in range(steps):
+            losses, _ = trainer.train_step()
+        losses.sum().item()
+        trainer.ranks.barrier()
+        if rank == 0:
+            results.put(steps * config.train.batch_per_task * len(trainer.tasks) / (time.perf_counter() - start))
+    finally:
+        shutdown()
+
+
+def bench_ddp_training(config, steps: int, world_size: int) -> float:
+    """Global training samples/s of `world_size` gloo ranks (global batch = CONFIG's batch_per_task)."""
+    import socket
+    from dataclasses import replace
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = replace(config, name=f"bench-ddp{world_size}", train=replace(config.train, device="cpu"))
+    context = mp.get_context("spawn")
+    results = context.SimpleQueue()
+    mp.start_processes(ddp_rank, args=(world_size, port, config, steps, results), nprocs=world_size, join=True, start_method="spawn")
+    return results.get()
 
 
 def bench_probe(config, steps: int, rounds: int = 5) -> float:
@@ -91,10 +134,27 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--eval-episodes", type=int, default=10, help="per task")
     parser.add_argument("--collect-demos", type=int, default=10, help="per task")
+    parser.add_argument("--ddp-steps", type=int, default=200, help="timed steps of the data-parallel measurement")
+    parser.add_argument("--ddp-batch-per-task", type=int, default=0, help="global batch per task of that measurement; 0 = CONFIG's")
+    parser.add_argument("--ddp-only", action="store_true", help="only the 1-vs-2-process data-parallel training measurement")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         config = load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench"])
+        from rlmtl.collect import collect
+
+        collect(config, progress=False)
+        from dataclasses import replace
+
+        batch = args.ddp_batch_per_task or config.train.batch_per_task
+        ddp_config = replace(config, train=replace(config.train, batch_per_task=batch))
+        ddp = {n: bench_ddp_training(ddp_config, args.ddp_steps, n) for n in (1, 2)}
+        print(
+            f"data-parallel training (gloo, 1 torch thread per process): 1 process {ddp[1]:,.0f} samples/s, "
+            f"2 processes {ddp[2]:,.0f} samples/s, scaling {ddp[2] / ddp[1]:.2f}x (global batch {batch}x10)"
+        )
+        if args.ddp_only:
+            return 0
         threads = torch.get_num_threads()
         samples = bench_training(config, args.train_steps)
         print(f"training: {samples:,.0f} samples/s ({samples / (config.train.batch_per_task * 10):.0f} steps/s, batch {config.train.batch_per_task}x10, {threads} torch threads)")

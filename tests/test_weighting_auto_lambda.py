@@ -250,6 +250,23 @@ def test_update_every_meta_steps_only_on_multiples():
     assert int(method.meta_optimizer.steps) == 3
 
 
+def test_validation_batch_is_needed_on_update_steps_only():
+    torch.manual_seed(0)
+    model = TinyMTL()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = make_weighting("auto_lambda", K, {"update_every": 2})
+    assert [method.uses_val_batch(step) for step in range(5)] == [True, False, True, False, True]
+    assert make_weighting("auto_lambda+pcgrad", K, {}).uses_val_batch(1) and not make_weighting("famo", K).uses_val_batch(0)
+    engine = module_backward(model, method, optimizer)
+    train, val = make_batch(0, dtype=torch.float32), make_batch(1, dtype=torch.float32)
+    with pytest.raises(ValueError, match="needs a second batch"):
+        engine.backward(model(train), batch=train)  # step 0 meta-updates
+    engine.backward(model(train), batch=train, val_batch=val)
+    engine.after_step(None)
+    optimizer.zero_grad()
+    engine.backward(model(train), batch=train)  # step 1 reuses lambda: no second batch needed
+
+
 def test_state_dict_round_trip_gives_identical_lambdas():
     torch.manual_seed(0)
     model = TinyMTL()

@@ -73,8 +73,8 @@ from __future__ import annotations
 import torch
 
 from rlmtl.weighting.adam import BufferAdam
-from rlmtl.weighting.base import Params, Requirements, StepContext, Weighting, WeightingResult, register_weighting
-from rlmtl.weighting.lookahead import losses_at_many, step_scale, virtual_step
+from rlmtl.weighting.base import Params, Requirements, StepContext, Weighting, WeightingResult, mean_over_ranks, register_weighting
+from rlmtl.weighting.lookahead import losses_at_many, virtual_step_and_scale
 
 
 @register_weighting("auto_lambda")
@@ -94,6 +94,7 @@ class AutoLambda(Weighting):
     """
 
     requirements = Requirements(val_batch=True, optimizer=True, functional_losses=True)
+    reduces_own_statistics = True  # g, d and the finite difference are averaged over ranks
 
     def __init__(
         self,
@@ -126,6 +127,10 @@ class AutoLambda(Weighting):
             self.meta_optimizer.step(self.lambdas, grad.detach().to(self.lambdas.dtype))
         return WeightingResult(weights=self.lambdas.clone())
 
+    def uses_val_batch(self, step: int) -> bool:
+        """The validation batch is read on meta-update steps only."""
+        return step % self.update_every == 0
+
     def meta_gradient(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         """d L_val(theta'(lambda)) / d lambda [K] at the current lambda (what Adam then steps on).
 
@@ -143,23 +148,24 @@ class AutoLambda(Weighting):
         train_losses = losses if losses.requires_grad else losses_at(dict(named), context.batch)
         lambdas = self.lambdas.to(train_losses.dtype)
         grads = torch.autograd.grad((lambdas * train_losses).sum(), [named[n] for n in names], retain_graph=True, allow_unused=True)
+        grads = mean_over_ranks(context, list(grads))
         moved = {name: grad for name, grad in zip(names, grads) if grad is not None}
         if not moved:
             return torch.zeros_like(self.lambdas)
 
         # 2. theta' = the real optimizer's step with g (functional: nothing is written)
         inputs = {name: grad.detach() for name, grad in moved.items()}
-        with torch.no_grad():
-            stepped = virtual_step(optimizer, named, inputs)
+        with torch.no_grad():  # theta' and d theta'/d g (used in 4.) share the moment updates
+            stepped, scales = virtual_step_and_scale(optimizer, named, inputs, exact=self.jacobian == "exact")
         leaves = {name: stepped[name].detach().requires_grad_() for name in moved}
 
         # 3. d = grad_theta' sum_{i primary} L_i(theta'; val)
         val_losses = losses_at({**detached, **leaves}, context.val_batch)
         primary = torch.ones_like(val_losses) if context.primary_tasks is None else context.primary_tasks.to(val_losses.dtype)
         d = torch.autograd.grad((primary * val_losses).sum(), list(leaves.values()), allow_unused=True)
+        d = mean_over_ranks(context, list(d))
 
         # 4. finite difference of L_i(theta; train) along v = (dtheta'/dg) d
-        scales = step_scale(optimizer, named, inputs, exact=self.jacobian == "exact")
         direction = {name: scales[name] * grad for name, grad in zip(leaves, d) if grad is not None and name in scales}
         if not direction:
             return torch.zeros_like(self.lambdas)
@@ -168,7 +174,7 @@ class AutoLambda(Weighting):
         with torch.no_grad():
             varying = {name: torch.stack([detached[name] + eps * v, detached[name] - eps * v]) for name, v in direction.items()}
             fixed = {name: value for name, value in detached.items() if name not in varying}
-            shifted = losses_at_many(losses_at, varying, fixed, context.batch, self.vectorize)  # [2, K]
+            shifted = context.reduce_mean(losses_at_many(losses_at, varying, fixed, context.batch, self.vectorize))  # [2, K]
             return (shifted[0] - shifted[1]) / (2 * eps)
 
     def check(self) -> None:

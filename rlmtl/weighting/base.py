@@ -21,6 +21,9 @@ Result semantics:
 
 State lives in buffers (and parameters) on the model's device and is saved with the checkpoint
 through `state_dict()`; `combine`/`after_step` never synchronise with the host.
+
+Data parallelism (torchrun): `combine` receives the losses and task gradients averaged over ranks,
+so every rank computes the same weights and state; see `reduces_own_statistics`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,27 @@ from torch import nn
 from rlmtl.registry import Registry
 
 Params = dict[str, torch.Tensor]
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    """The one-process `StepContext.reduce_mean`."""
+    return tensor
+
+
+def mean_over_ranks(context: "StepContext", tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """`context.reduce_mean` of several tensors in one flat call (Nones pass through)."""
+    present = [t for t in tensors if t is not None]
+    if context.reduce_mean is _same or not present:
+        return tensors
+    flat = context.reduce_mean(torch.cat([t.reshape(-1) for t in present]))
+    out, offset = [], 0
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        out.append(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return out
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,9 @@ class StepContext:
     optimizer: torch.optim.Optimizer | None = None
     named_parameters: dict[str, nn.Parameter] | None = None  # every model parameter, by name
     losses_at: Callable[[Params, Any], torch.Tensor] | None = None  # (params by name, batch) -> [K]
+    # mean over data-parallel ranks of a tensor computed from this rank's share of the batch
+    # (identity in one process); the losses and task_grads above are already averaged
+    reduce_mean: Callable[[torch.Tensor], torch.Tensor] = _same
 
 
 @dataclass
@@ -80,6 +107,10 @@ class Weighting(nn.Module):
     """Base class of every method: subclasses set `requirements` and implement `combine`."""
 
     requirements = Requirements()
+    # Under data parallelism the engine averages the losses, task gradients and post-step losses
+    # over ranks. A method that computes more from `context.batch` / `val_batch` itself (through
+    # `losses_at` or autograd) must average that with `context.reduce_mean` and set this to True.
+    reduces_own_statistics: bool = False
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
@@ -91,6 +122,17 @@ class Weighting(nn.Module):
 
     def after_step(self, losses_after: torch.Tensor | None, context: StepContext) -> None:
         """Called after optimizer.step(); `losses_after` [K] only if `requirements.post_step_losses`."""
+
+    def uses_val_batch(self, step: int) -> bool:
+        """Whether `combine` at engine step `step` reads `context.val_batch`; a trainer samples the
+        second batch only then (a method that updates every n steps needs it every n steps)."""
+        return self.requirements.val_batch
+
+    def data_parallel_problem(self) -> str | None:
+        """Why this method would be wrong on several ranks, or None if it is correct there."""
+        if self.requirements.functional_losses and not self.reduces_own_statistics:
+            return f"weighting {type(self).__name__} evaluates losses on this rank's batch without averaging them over ranks"
+        return None
 
     def check(self) -> None:
         """Raise if the method's state has become invalid (a flag set on the device during
@@ -115,7 +157,9 @@ def make_weighting(name: str, num_tasks: int, params: dict[str, Any] | None = No
 
         first, second = name.split("+", 1)
         inner = {k: params.pop(k) for k in (first, second) if isinstance(params.get(k), dict)}
-        return Composite(make_weighting(first, num_tasks, inner.get(first, params)), make_weighting(second, num_tasks, inner.get(second, {})))
+        return Composite(
+            make_weighting(first, num_tasks, inner.get(first, params)), make_weighting(second, num_tasks, inner.get(second, {}))
+        )
     cls = WEIGHTINGS.get(name)
     try:
         return cls(num_tasks, **params)

@@ -54,6 +54,14 @@ class Composite(Weighting):
         scaled = losses_after if losses_after is None or self._scale is None else self._scale.to(losses_after.dtype) * losses_after
         self.second.after_step(scaled, self._inner_context if self._inner_context is not None else context)
 
+    def uses_val_batch(self, step: int) -> bool:
+        """Either part reads the second batch at `step`."""
+        return self.first.uses_val_batch(step) or self.second.uses_val_batch(step)
+
+    def data_parallel_problem(self) -> str | None:
+        """The first part's problem under data parallelism, else the second's."""
+        return self.first.data_parallel_problem() or self.second.data_parallel_problem()
+
     def check(self) -> None:
         """Forwards to both parts."""
         for part in (self.first, self.second):

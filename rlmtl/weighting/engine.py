@@ -12,11 +12,24 @@
 It provides exactly what the method's `requirements` ask for. Per-task gradients of the shared
 parameters come from `per_task_gradients` when the model offers a batched implementation (rlmtl's
 agent: one vmapped backward), otherwise from K `autograd.grad` calls on the per-task losses.
+
+Data parallelism (`reducer=`, e.g. `rlmtl.distributed.Ranks` under torchrun): the method sees the
+losses averaged over ranks (with this rank's graph) and the task gradients [K, P] averaged in one
+flat all-reduce (with the heads' gradients), so every rank computes the same weights and state;
+loss-level methods' gradients are averaged after `backward` in one flat all-reduce; post-step
+losses are averaged too. Methods that evaluate losses themselves average them with
+`context.reduce_mean`; one that does not refuses to start (`Weighting.data_parallel_problem`).
+
+Non-finite steps (`skip_nonfinite=True`): `found_inf` (0-dim float32 on the device) is 1.0 when a
+loss, task gradient or final gradient is NaN/inf; the method then sees stand-in finite values (ones,
+rows of the identity) so solvers neither fail nor store NaN, and `after_step` puts the method's
+state back as it was. Nothing here syncs with the host; the caller passes `found_inf` to a fused
+optimizer (`optimizer.found_inf`, as GradScaler does) to skip the update.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +39,14 @@ from rlmtl.weighting.base import Params, StepContext, Weighting, WeightingResult
 # (batch) -> (losses [K] detached, shared grads [K, P], task-specific grads: one [K, *shape] per
 # task-specific parameter, slice k = task k's gradient of its own block)
 PerTaskGradients = Callable[[Any], tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]
+
+
+class Reducer(Protocol):
+    """Averages per-rank tensors over data-parallel ranks (`rlmtl.distributed.Ranks` is one)."""
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def mean_in_place(self, tensors: Sequence[torch.Tensor]) -> None: ...
 
 
 def flatten_task_grads(grads: Sequence[torch.Tensor], num_tasks: int) -> torch.Tensor:
@@ -47,6 +68,9 @@ class MultiTaskBackward:
             the model (e.g. `lambda p, b: torch.func.functional_call(model, p, (b,))`).
         primary_tasks: indices of the primary tasks (auxiliary-learning mode).
         per_task_gradients: a batched per-task gradient function (see `PerTaskGradients`).
+        reducer: averages over data-parallel ranks (`rlmtl.distributed.Ranks`); None = one process.
+        skip_nonfinite: detect non-finite losses / gradients on the device (`found_inf`, for the
+            optimizer to skip the step) and keep the method's state unchanged on such steps.
     """
 
     def __init__(
@@ -60,6 +84,8 @@ class MultiTaskBackward:
         losses_at: Callable[[Params, Any], torch.Tensor] | None = None,
         primary_tasks: Sequence[int] | None = None,
         per_task_gradients: PerTaskGradients | None = None,
+        reducer: Reducer | None = None,
+        skip_nonfinite: bool = False,
     ) -> None:
         self.weighting = weighting
         self.shared_parameters = list(shared_parameters)
@@ -86,18 +112,45 @@ class MultiTaskBackward:
             self.primary_mask = torch.zeros(weighting.num_tasks, dtype=torch.bool, device=device)
             self.primary_mask[list(primary_tasks)] = True
         self._context: StepContext | None = None
+        self.skip_nonfinite = skip_nonfinite
+        self.found_inf: torch.Tensor | None = None  # 0-dim float32: 1.0 if this step's losses or gradients are non-finite
+        self.nonfinite_tasks: torch.Tensor | None = None  # [K] bool: tasks whose (mean) loss is non-finite this step
+        self._saved_state: dict[str, torch.Tensor] = {}
+        self._identity: torch.Tensor | None = None
+        self.reducer: Reducer | None = None
+        self.set_reducer(reducer)
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
 
-    def backward(self, losses: torch.Tensor | None = None, *, batch: Any = None, val_batch: Any = None) -> tuple[torch.Tensor, WeightingResult]:
+    def set_reducer(self, reducer: Reducer | None) -> None:
+        """Average over data-parallel ranks with `reducer` (e.g. `rlmtl.distributed.Ranks`): the
+        losses and task gradients a method reads, the post-step losses and the final gradients.
+        Refuses (ValueError) a method that computes statistics of its own it does not average."""
+        if reducer is not None and getattr(reducer, "distributed", True):
+            problem = self.weighting.data_parallel_problem()
+            if problem:
+                raise ValueError(f"{problem}; it cannot run on several ranks (run it on one process)")
+        self.reducer = reducer if reducer is not None and getattr(reducer, "distributed", True) else None
+
+    def _mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.reducer is None else self.reducer.mean(tensor)
+
+    def _mean_in_place(self, tensors: list[torch.Tensor]) -> None:
+        if self.reducer is not None:
+            self.reducer.mean_in_place(tensors)
+
+    def backward(
+        self, losses: torch.Tensor | None = None, *, batch: Any = None, val_batch: Any = None
+    ) -> tuple[torch.Tensor, WeightingResult]:
         """Combine the per-task losses and set `.grad` on the model's parameters.
 
         `losses` [K] (with their graph) is required unless a batched `per_task_gradients` is
-        used for a task-gradient method (then `batch` is). Returns (losses [K] detached, result).
+        used for a task-gradient method (then `batch` is). Returns (losses [K] detached, averaged
+        over ranks under data parallelism; result).
         """
         needs = self.weighting.requirements
-        if needs.val_batch and val_batch is None:
+        if val_batch is None and self.weighting.uses_val_batch(self.steps):
             raise ValueError(f"{type(self.weighting).__name__} needs a second batch per task: pass val_batch=")
         task_grads = head_grads = None
         if needs.task_grads:
@@ -109,6 +162,21 @@ class MultiTaskBackward:
                 task_grads = self._autograd_task_grads(losses)
         elif losses is None:
             raise ValueError("pass the per-task losses [K]")
+        # the method sees the mean over ranks (value) with this rank's graph: x - x.detach() is exactly 0
+        mean_losses = losses.detach().clone() if self.reducer is not None else losses.detach()
+        self._mean_in_place([mean_losses, *([task_grads] if task_grads is not None else []), *(head_grads or [])])
+        method_losses = losses
+        if self.reducer is not None:
+            method_losses = mean_losses + (losses - losses.detach()) if losses.requires_grad else mean_losses
+        bad = None
+        if self.skip_nonfinite:
+            self._saved_state = {name: value.detach().clone() for name, value in self.weighting.state_dict(keep_vars=True).items()}
+            self.nonfinite_tasks = ~torch.isfinite(mean_losses)
+            bad = self.nonfinite_tasks.any()
+            if task_grads is not None:
+                bad = bad | ~torch.isfinite(task_grads).all()
+                task_grads = torch.where(bad, self._stand_in(task_grads), task_grads)
+            method_losses = torch.where(bad, torch.ones_like(mean_losses), method_losses)
         context = StepContext(
             step=self.steps,
             lr=self._lr(),
@@ -120,24 +188,62 @@ class MultiTaskBackward:
             optimizer=self.optimizer if needs.optimizer else None,
             named_parameters=self.named_parameters if needs.functional_losses else None,
             losses_at=self.losses_at if needs.functional_losses else None,
+            reduce_mean=self._mean if self.reducer is not None else StepContext.reduce_mean,
         )
         self._context = context
-        result = self.weighting.combine(losses, context)
+        result = self.weighting.combine(method_losses, context)
         if task_grads is None:
-            loss = result.loss if result.loss is not None else (result.weights.detach() * losses).sum()
+            loss = result.loss if result.loss is not None else (result.weights.detach() * method_losses).sum()
             loss.backward()
+            self._mean_in_place([p.grad for p in (*self.shared_parameters, *self.task_parameters) if p.grad is not None])
         else:
             self._write_grads(result, task_grads, head_grads, losses)
-        return losses.detach(), result
+            if head_grads is None:  # heads took this rank's autograd gradients
+                self._mean_in_place([p.grad for p in self.task_parameters if p.grad is not None])
+        if bad is not None:
+            grads = [p.grad for p in (*self.shared_parameters, *self.task_parameters) if p.grad is not None]
+            total = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=mean_losses.device)
+            self.found_inf = (bad | ~torch.isfinite(total)).to(torch.float32)
+        return mean_losses, result
 
     def after_step(self, losses_after: torch.Tensor | None = None) -> None:
-        """Call after optimizer.step(); `losses_after` [K] (same batches, updated model) if the method asks."""
+        """Call after optimizer.step(); `losses_after` [K] (same batches, updated model) if the method asks.
+
+        With `skip_nonfinite`, a step whose losses or gradients were non-finite (`found_inf`), or
+        whose `losses_after` are, leaves the method's state as it was before `backward`."""
         if self.weighting.requirements.post_step_losses and losses_after is None:
             raise ValueError(f"{type(self.weighting).__name__} needs the losses after the step: pass losses_after=")
         if self._context is None:
             raise RuntimeError("after_step() called before backward()")
-        self.weighting.after_step(losses_after, self._context)
+        if losses_after is not None:
+            losses_after = self._mean(losses_after.detach())
+        if self.skip_nonfinite and self.found_inf is not None:
+            bad = self.found_inf > 0
+            if losses_after is not None:
+                bad = bad | ~torch.isfinite(losses_after).all()
+                losses_after = torch.where(bad, torch.ones_like(losses_after), losses_after)
+            self.weighting.after_step(losses_after, self._context)
+            self._restore_state(bad)
+        else:
+            self.weighting.after_step(losses_after, self._context)
         self.steps += 1
+
+    # ------------------------------------------------------------------ non-finite steps
+    def _stand_in(self, task_grads: torch.Tensor) -> torch.Tensor:
+        """A well-conditioned [K, P] (rows of the identity) the method sees instead of non-finite
+        task gradients, so solvers (Nash-MTL, CAGrad) neither fail nor store NaN; discarded after."""
+        if self._identity is None or self._identity.shape != task_grads.shape or self._identity.dtype != task_grads.dtype:
+            self._identity = torch.eye(*task_grads.shape, dtype=task_grads.dtype, device=task_grads.device)
+        return self._identity
+
+    @torch.no_grad()
+    def _restore_state(self, bad: torch.Tensor) -> None:
+        """Where `bad` (a 0-dim bool on the device; no host sync) put back the state saved in backward.
+        A tensor whose shape changed in the step (DB-MTL's first gradient buffer) is zeroed instead."""
+        for name, live in self.weighting.state_dict(keep_vars=True).items():
+            saved = self._saved_state.get(name)
+            if saved is not None:
+                live.copy_(torch.where(bad, saved if saved.shape == live.shape else torch.zeros_like(live), live))
 
     # ------------------------------------------------------------------ gradients
     def _autograd_task_grads(self, losses: torch.Tensor) -> torch.Tensor:
@@ -148,7 +254,9 @@ class MultiTaskBackward:
             rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, self.shared_parameters)]))
         return torch.stack(rows)
 
-    def _write_grads(self, result: WeightingResult, task_grads: torch.Tensor, head_grads: list[torch.Tensor] | None, losses: torch.Tensor) -> None:
+    def _write_grads(
+        self, result: WeightingResult, task_grads: torch.Tensor, head_grads: list[torch.Tensor] | None, losses: torch.Tensor
+    ) -> None:
         weights = result.weights.detach()
         shared = result.shared_grad if result.shared_grad is not None else weights @ task_grads
         offset = 0

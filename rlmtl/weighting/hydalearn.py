@@ -72,6 +72,7 @@ class HydaLearn(Weighting):
     """
 
     requirements = Requirements(primary_tasks=True, task_grads=True, functional_losses=True)
+    reduces_own_statistics = True  # the lookahead losses are averaged over ranks
 
     def __init__(
         self,
@@ -138,7 +139,7 @@ class HydaLearn(Weighting):
                 base = detached[name]
                 varying[name] = torch.cat([base.unsqueeze(0), base.unsqueeze(0) + steps[name]])  # [K + 1, *shape]
             fixed = {name: value for name, value in detached.items() if name not in varying}
-            losses = losses_at_many(context.losses_at, varying, fixed, context.batch, self.vectorize)  # [K + 1, K]
+            losses = context.reduce_mean(losses_at_many(context.losses_at, varying, fixed, context.batch, self.vectorize))  # [K + 1, K]
             main = losses @ primary.to(losses.dtype)  # [K + 1]
             return main[0] - main[1:]
 

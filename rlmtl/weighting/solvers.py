@@ -110,7 +110,9 @@ def cagrad_simplex_weights(
     matrix, linear = gram.detach().to(torch.float64), linear.detach().to(torch.float64)
     radius = torch.as_tensor(radius, dtype=torch.float64, device=gram.device)
     eps = torch.as_tensor(eps, dtype=torch.float64, device=gram.device)
-    return _compiled_cagrad_loop()(matrix, linear, radius, eps, iterations, line_search, final_barrier)
+    with torch.inference_mode():  # no autograd bookkeeping on the ~2000 small operations of the loop
+        weights = _compiled_cagrad_loop()(matrix, linear, radius, eps, iterations, line_search, final_barrier)
+    return weights.clone()  # a normal tensor again (inference tensors cannot be saved for backward)
 
 
 def _cagrad_loop(matrix: torch.Tensor, linear: torch.Tensor, radius: torch.Tensor, eps: torch.Tensor, iterations: int, line_search: int, final_barrier: float) -> torch.Tensor:

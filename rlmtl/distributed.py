@@ -1,0 +1,145 @@
+"""Data parallelism under `torchrun`: which rank this is, and the few collectives training needs.
+
+`torchrun --nproc-per-node=N -m rlmtl train CONFIG` sets RANK, WORLD_SIZE, LOCAL_RANK and the
+rendezvous variables; `Ranks.from_environment` joins the process group (NCCL for CUDA devices,
+gloo for CPU). Without WORLD_SIZE (or with WORLD_SIZE=1) there is no process group and every
+collective below is the identity, so a single process runs exactly the single-process code.
+
+Design (see docs/architecture.md, "Distributed"): rlmtl does not wrap the agent in
+DistributedDataParallel. DDP's hooks fire on every backward into `.grad`, while the weighting
+methods take per-task gradients with `vmap(grad)`, virtual steps and functional calls; instead
+`MultiTaskBackward` averages what a method reads (losses, task gradients, post-step losses) and
+the final gradients with one flat all-reduce each, so every rank computes the same weights and
+applies the same update.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+
+from rlmtl.errors import RlmtlError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the job: `rank` of `world_size`, `local_rank` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone logs, writes checkpoints and evaluates."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @staticmethod
+    def from_environment(device: torch.device) -> tuple["Ranks", torch.device]:
+        """Join the torchrun process group if WORLD_SIZE > 1; returns (ranks, this rank's device).
+
+        A CUDA device becomes `cuda:LOCAL_RANK` (one GPU per process) and uses NCCL; CPU uses gloo."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return Ranks(), device
+        rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            if local_rank >= torch.cuda.device_count():
+                raise RlmtlError(f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPU(s): lower --nproc-per-node")
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(
+                backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
+            )
+        if dist.get_world_size() != world_size or dist.get_rank() != rank:
+            raise RlmtlError(
+                f"process group has rank {dist.get_rank()} of {dist.get_world_size()}, environment says RANK={rank} WORLD_SIZE={world_size}"
+            )
+        return Ranks(rank, world_size, local_rank), device
+
+    # ------------------------------------------------------------------ collectives
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks of a per-rank tensor (a new tensor; the input is untouched)."""
+        if not self.distributed:
+            return tensor
+        total = tensor.detach().clone()
+        dist.all_reduce(total)
+        return total.div_(self.world_size)
+
+    def mean_in_place(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Replace each tensor by its mean over ranks, with ONE all-reduce of a flat buffer."""
+        if not self.distributed or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat.div_(self.world_size)
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Overwrite every rank's tensors with rank 0's (one flat broadcast)."""
+        if not self.distributed or not tensors:
+            return
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        with torch.no_grad():
+            for t in tensors:
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+    def differing(self, tensors: Sequence[torch.Tensor]) -> bool:
+        """True on every rank if any rank's tensors differ from rank 0's (a host sync: log time only)."""
+        if not self.distributed or not tensors:
+            return False
+        mine = torch.cat([t.detach().reshape(-1).double() for t in tensors])
+        reference = mine.clone()
+        dist.broadcast(reference, src=0)
+        # NaN != NaN: compare with NaN treated as equal to NaN
+        same = (mine == reference) | (mine.isnan() & reference.isnan())
+        flag = (~same).any().to(torch.float64).reshape(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def any_true(self, value: bool, device: torch.device) -> bool:
+        """True on every rank if `value` is True on any rank (a host sync)."""
+        if not self.distributed:
+            return value
+        flag = torch.tensor([1.0 if value else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    @contextmanager
+    def together(self, what: str, device: torch.device) -> Iterator[None]:
+        """Run a block that may fail on some ranks only (rank 0's file writes, evaluation) so that
+        no rank is left waiting in a collective: the failing rank re-raises its error, the others
+        raise an RlmtlError naming the failed step."""
+        try:
+            yield
+        except BaseException:
+            self.any_true(True, device)
+            raise
+        if self.any_true(False, device):
+            raise RlmtlError(f"{what} failed on another rank (see its error above)")
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
