@@ -5,6 +5,7 @@ Backends register themselves in `BACKENDS`; importing this package registers the
 """
 
 from envs import metaworld_backend as _metaworld_backend  # noqa: F401  (registers "metaworld")
+from envs import rlbench_backend as _rlbench_backend  # noqa: F401  (registers "rlbench"; RLBench itself loads lazily)
 from envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Suite, TaskEnv, make_suite, scene_seed
 
 __all__ = ["BACKENDS", "ArraySpec", "Backend", "EnvSettings", "Suite", "TaskEnv", "make_suite", "scene_seed"]

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
 from rlmtl.registry import Registry
+
+if TYPE_CHECKING:
+    from rlmtl.data.dataset import Episode
 
 SPLITS = {"train": 0, "eval": 1}
 
@@ -95,6 +98,12 @@ class Suite(abc.ABC):
     def make_expert(self, task: str) -> Expert | None:
         """A scripted expert for `task`, or None when the backend has none."""
         return None
+
+    def record_demo(self, env: TaskEnv, scene_seed: int, attempt: int) -> "Episode | None":
+        """One demo of `env`'s task in scene `scene_seed` from the simulator's own demonstrator
+        (e.g. RLBench's motion planner), for suites without a scripted expert; None when that
+        attempt failed. Suites with `make_expert` need not implement it."""
+        raise NotImplementedError(f"suite {self.name!r} has neither a scripted expert nor a demo recorder")
 
     def select_tasks(self, requested: list[str]) -> list[str]:
         """`requested` validated against the suite (empty = every task, in the suite's order)."""

@@ -63,6 +63,9 @@ def env_settings(config: RunConfig, task: str, **changes) -> EnvSettings:
         image_size=config.env.image_size,
         max_episode_steps=config.env.max_episode_steps,
     )
+    if config.env.backend == "rlbench":
+        options = {"action_mode": config.env.action_mode, "variation": config.env.variation, "render_mode": config.env.render_mode}
+        settings = replace(settings, extra=tuple(sorted(options.items())))
     return replace(settings, **changes)
 
 

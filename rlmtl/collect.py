@@ -26,14 +26,18 @@ _WORKER_CACHE: dict = {}
 
 
 def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode | None:
-    """Worker job: one expert episode; None when the expert failed."""
+    """Worker job: one expert episode; None when the expert failed. A suite without a scripted
+    expert records the demo with its own demonstrator (`Suite.record_demo`, e.g. RLBench's
+    `get_demos(live_demos=True)`)."""
     if settings not in _WORKER_CACHE:
         suite = make_suite(settings.backend, settings.suite)
-        expert = suite.make_expert(settings.task)
-        if expert is None:
-            raise RlmtlError(f"backend {settings.backend!r} has no scripted expert for task {settings.task!r}")
-        _WORKER_CACHE[settings] = (suite.make_env(settings), expert)
-    env, expert = _WORKER_CACHE[settings]
+        _WORKER_CACHE[settings] = (suite, suite.make_env(settings), suite.make_expert(settings.task))
+    suite, env, expert = _WORKER_CACHE[settings]
+    if expert is None:
+        try:
+            return suite.record_demo(env, seed, attempt)
+        except NotImplementedError:
+            raise RlmtlError(f"backend {settings.backend!r} has no scripted expert or demo recorder for task {settings.task!r}") from None
     outcome, episode = run_episode(env, expert, seed, record=True)
     if not outcome.success:
         return None

@@ -1,0 +1,110 @@
+"""`rlmtl import-rlbench PATH CONFIG`: a folder written by RLBench's dataset generator -> rlmtl's dataset.
+
+PATH holds one folder per task in the upstream layout (`<task>/variation<V>/episodes/episode<M>`)
+or the PerAct fork's (`<task>/all_variations/episodes/episode<M>`); see envs/rlbench_format.py.
+The config says which tasks (`env.tasks`), cameras and image size, which variation
+(`env.variation`, -1 = all), how many demos per task (`data.demos_per_task`, the first ones by
+episode number) and the action space (`env.action_mode`). Only the configured cameras' RGB frames
+are read. The file is written to `data.path` (or the cache path the config names), with the
+config's dataset fingerprint, so `rlmtl train CONFIG` / `rlmtl run CONFIG` use it as is and never
+need the simulator.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from envs import make_suite
+from envs.rlbench_convert import demo_episode
+from envs.rlbench_format import EpisodeRef, episode_variation, find_episodes, load_demo, read_episode
+from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
+from rlmtl.data.dataset import Episode, TaskRecord, write_dataset
+from rlmtl.errors import ConfigError, DatasetError
+from rlmtl.workers import make_executor, resolve_workers
+
+
+def convert_episode(
+    ref: EpisodeRef, cameras: tuple[str, ...], image_size: int, action_mode: str, samples: str, variation: int
+) -> Episode | None:
+    """Worker job: one stored episode as an rlmtl Episode; None when it is of another variation."""
+    demo = load_demo(ref.path / "low_dim_obs.pkl")
+    if variation >= 0 and episode_variation(ref, demo) != variation:
+        return None
+    stored = read_episode(ref, cameras, ("rgb",), image_size)
+    return demo_episode(
+        stored.demo, stored.images, cameras, action_mode, samples, scene_seed=ref.number, attempt=ref.number, source=str(ref.path)
+    )
+
+
+def import_rlbench(root: str | Path, config: RunConfig, out: str | Path | None = None, samples: str = "all", progress: bool = True) -> Path:
+    """Convert the RLBench dataset under `root` as `config` describes; returns the written file."""
+    root = Path(root)
+    if config.env.backend != "rlbench":
+        raise ConfigError(f"import-rlbench: env.backend is {config.env.backend!r}; use an RLBench config (e.g. configs/rlbench10.yaml)")
+    if samples not in ("all", "keyframes"):
+        raise ConfigError(f"import-rlbench: --samples must be all or keyframes, got {samples!r}")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder (expected the --save_path of RLBench's dataset generator)")
+    suite = make_suite(config.env.backend, config.env.suite)
+    tasks = suite.select_tasks(config.env.tasks)
+    cameras = tuple(config.env.cameras)
+    obs_spec = suite.observation_spec(list(cameras), config.env.image_size)
+    path = Path(out) if out else dataset_path(config)
+    wanted = config.data.demos_per_task
+    refs = {task: find_episodes(root, task, config.env.variation) for task in tasks}
+    workers = min(resolve_workers(config.data.workers), max(1, sum(len(r) for r in refs.values())))
+    shortfall: dict[str, int] = {}
+
+    def records() -> Iterator[TaskRecord]:
+        # one task in memory at a time: write_dataset consumes this generator task by task
+        with make_executor(workers) as pool:
+            for task in tasks:
+                bar = tqdm(total=wanted, desc=f"import {task}", unit="demo", disable=not progress, file=sys.stderr)
+                kept: list[Episode] = []
+                pending = list(refs[task])
+                while pending and len(kept) < wanted:
+                    batch, pending = pending[: wanted - len(kept)], pending[wanted - len(kept) :]
+                    futures = [
+                        pool.submit(
+                            convert_episode, ref, cameras, config.env.image_size, config.env.action_mode, samples, config.env.variation
+                        )
+                        for ref in batch
+                    ]
+                    for future in futures:
+                        episode = future.result()
+                        if episode is not None:
+                            kept.append(episode)
+                            bar.update(1)
+                bar.close()
+                if not kept:
+                    raise DatasetError(f"{root / task}: no episode of variation {config.env.variation} found")
+                if len(kept) < wanted:
+                    shortfall[task] = wanted - len(kept)
+                yield TaskRecord(task, suite.task_index(task), kept, wanted, len(refs[task]))
+
+    attrs = {
+        "backend": config.env.backend,
+        "suite": config.env.suite,
+        "tasks": tasks,
+        "observation_spec": {k: v.to_dict() for k, v in obs_spec.items()},
+        "action_spec": suite.action_spec().to_dict(),
+        "seeds": {"split": "train", "source": "rlbench dataset", "scene_seed": "episode number in the RLBench folder"},
+        "max_episode_steps": config.env.max_episode_steps or suite.max_episode_steps,
+        "fingerprint": dataset_fingerprint(config),
+        "rlbench": {
+            "root": str(root.resolve()),
+            "action_mode": config.env.action_mode,
+            "variation": config.env.variation,
+            "samples": samples,
+        },
+    }
+    write_dataset(path, attrs, records())
+    if shortfall:
+        details = ", ".join(f"{task}: {wanted - missing}/{wanted}" for task, missing in shortfall.items())
+        print(f"rlmtl import-rlbench: fewer demos than data.demos_per_task ({details})", file=sys.stderr)
+    print(f"rlmtl import-rlbench: wrote {path} ({len(tasks)} tasks from {root})", file=sys.stderr)
+    return path
