@@ -111,6 +111,9 @@ class Weighting(nn.Module):
     # over ranks. A method that computes more from `context.batch` / `val_batch` itself (through
     # `losses_at` or autograd) must average that with `context.reduce_mean` and set this to True.
     reduces_own_statistics: bool = False
+    # On a non-finite step (skipped, state restored) the engine hands a method whose solver would
+    # raise or fail on NaN input a finite stand-in for the task gradients; others see them as is.
+    needs_finite_task_grads: bool = False
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()

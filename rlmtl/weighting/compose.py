@@ -36,6 +36,7 @@ class Composite(Weighting):
         self.second = second
         # merge() already keeps task_grads when the second method needs it
         self.requirements = first.requirements.merge(second.requirements)
+        self.needs_finite_task_grads = first.needs_finite_task_grads or second.needs_finite_task_grads
         self._scale: torch.Tensor | None = None
         self._inner_context: StepContext | None = None
 

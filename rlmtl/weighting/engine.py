@@ -174,8 +174,11 @@ class MultiTaskBackward:
             self.nonfinite_tasks = ~torch.isfinite(mean_losses)
             bad = self.nonfinite_tasks.any()
             if task_grads is not None:
-                bad = bad | ~torch.isfinite(task_grads).all()
-                task_grads = torch.where(bad, self._stand_in(task_grads), task_grads)
+                # one reduction instead of an elementwise mask: any NaN/inf makes the sum non-finite
+                # (so would a sum overflowing float32, i.e. gradients near 1e38: skipping those is fine)
+                bad = bad | ~torch.isfinite(task_grads.sum())
+                if self.weighting.needs_finite_task_grads:  # solvers: a [K, P] copy per step, only for them
+                    task_grads = torch.where(bad, self._stand_in(task_grads), task_grads)
             method_losses = torch.where(bad, torch.ones_like(mean_losses), method_losses)
         context = StepContext(
             step=self.steps,

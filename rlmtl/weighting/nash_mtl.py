@@ -48,6 +48,7 @@ class NashMTL(Weighting):
     """Nash bargaining weights alpha [K], solved on the device; raises when the solve fails."""
 
     requirements = Requirements(task_grads=True)
+    needs_finite_task_grads = True  # its solve raises when it does not converge (NaN input)
 
     def __init__(
         self,
