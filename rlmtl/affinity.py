@@ -24,6 +24,11 @@ from torch import nn
 
 from rlmtl.weighting.lookahead import losses_at_many, virtual_step
 
+# `rlmtl affinity`'s probe interval: one probe costs about 7-8 training steps of the default MT10
+# agent on a CPU (K lookaheads, K x K lookahead losses), so every 25 steps keeps training within
+# 1.3x (scripts/benchmark.py measures it); TAG's signal is a mean over many probes.
+DEFAULT_PROBE_EVERY = 25
+
 Params = dict[str, torch.Tensor]
 
 

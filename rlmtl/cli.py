@@ -262,13 +262,14 @@ def cmd_affinity(args: argparse.Namespace) -> int:
     """collect (cached) -> train with TAG's affinity probe -> affinity.json, heatmap, groupings."""
     from dataclasses import replace
 
+    from rlmtl.affinity import DEFAULT_PROBE_EVERY
     from rlmtl.affinity_report import write_affinity
     from rlmtl.collect import collect
     from rlmtl.train import Trainer
 
     config = _load(args)
     if config.affinity.probe_every == 0:
-        config = replace(config, affinity=replace(config.affinity, probe_every=10))
+        config = replace(config, affinity=replace(config.affinity, probe_every=DEFAULT_PROBE_EVERY))
     if not config.name:
         config = replace(config, name=f"{config.env.suite}-affinity-seed{config.train.seed}")
     collect(config, progress=not args.no_progress)

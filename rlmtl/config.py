@@ -105,7 +105,7 @@ class TrainConfig:
 class AffinityConfig:
     """TAG's inter-task affinity probe during training (`rlmtl affinity`)."""
 
-    probe_every: int = _field(0, "steps between affinity probes; 0 = off (rlmtl affinity turns it on)")
+    probe_every: int = _field(0, "steps between affinity probes; 0 = off (rlmtl affinity turns it on, every 25 steps)")
     divide_by_lr: bool = _field(False, "report Z / lr as the official TAG code (default: the paper's Z)")
     max_groups: int = _field(3, "largest number of networks k for the grouping search")
 

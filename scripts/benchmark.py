@@ -81,7 +81,7 @@ def bench_ddp_training(config, steps: int, world_size: int) -> float:
     return results.get()
 
 
-def bench_probe(config, steps: int, rounds: int = 5) -> float:
+def bench_probe(config, steps: int, every: int, rounds: int = 5) -> float:
     """Per-step time with TAG's affinity probe at its configured interval over time without it,
     interleaved in rounds (median of the per-round ratios)."""
     import statistics
@@ -89,7 +89,6 @@ def bench_probe(config, steps: int, rounds: int = 5) -> float:
 
     from rlmtl.train import Trainer
 
-    every = config.affinity.probe_every or 10
     plain = Trainer(replace(config, name="bench-plain", affinity=replace(config.affinity, probe_every=0)), progress=False)
     probed = Trainer(replace(config, name="bench-probe", affinity=replace(config.affinity, probe_every=every)), progress=False)
     ratios = []
@@ -158,8 +157,11 @@ def main() -> int:
         threads = torch.get_num_threads()
         samples = bench_training(config, args.train_steps)
         print(f"training: {samples:,.0f} samples/s ({samples / (config.train.batch_per_task * 10):.0f} steps/s, batch {config.train.batch_per_task}x10, {threads} torch threads)")
-        ratio = bench_probe(config, 100)
-        print(f"affinity probe every {config.affinity.probe_every or 10} steps: {ratio:.2f}x the training step time without it")
+        from rlmtl.affinity import DEFAULT_PROBE_EVERY
+
+        for every in sorted({config.affinity.probe_every or DEFAULT_PROBE_EVERY, 10}):
+            ratio = bench_probe(config, 100, every)
+            print(f"affinity probe every {every} steps: {ratio:.2f}x the training step time without it")
         checkpoint = args.checkpoint
         main_run = ROOT / "runs" / "mt10-uniform-seed0"
         if checkpoint is None and (main_run / "checkpoints" / "last").is_file():
