@@ -90,7 +90,9 @@ class MultiTaskBC(nn.Module):
         self.action_scale.copy_(torch.as_tensor(np.where(half_range < 1e-6, 1.0, half_range)))
 
     # ------------------------------------------------------------------ one task, functionally
-    def _features(self, params: dict[str, torch.Tensor], observations: dict[str, torch.Tensor], task: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _features(
+        self, params: dict[str, torch.Tensor], observations: dict[str, torch.Tensor], task: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         """Encoder features [N, F] of observations {key: [N, ...]} of one task (or mixed tasks,
         with `task` rows matching). `params` holds the encoder's parameters by name."""
         n = next(iter(observations.values())).shape[0]
@@ -156,7 +158,9 @@ class MultiTaskBC(nn.Module):
         entries are [K, *shape] (task k's gradient of the shared parameter) and head entries are
         [K, ...] (task k's gradient of its own head; other tasks' heads get none from it)."""
         tree = self.parameter_tree(detach=True) if params is None else params
-        grads, losses = vmap(grad_and_value(self.task_loss), in_dims=(self._TREE_DIMS, 0), randomness="different")(tree, self.task_inputs(batch))
+        grads, losses = vmap(grad_and_value(self.task_loss), in_dims=(self._TREE_DIMS, 0), randomness="different")(
+            tree, self.task_inputs(batch)
+        )
         return losses, grads
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:

@@ -117,9 +117,7 @@ class Suite(abc.ABC):
         try:
             return self.task_names.index(task)
         except ValueError:
-            raise KeyError(
-                f"unknown task {task!r} in suite {self.name!r} (tasks: {', '.join(self.task_names)})"
-            ) from None
+            raise KeyError(f"unknown task {task!r} in suite {self.name!r} (tasks: {', '.join(self.task_names)})") from None
 
 
 class Backend(abc.ABC):

@@ -376,9 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", action="store_true", help="write a video per task")
     p.add_argument("--out", default=None, help="output folder, which must exist (default: the run folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--min-success", type=_success_bar, default=None, metavar="X", help="fail (exit 5) if the mean success over tasks is below X in [0, 1]")
-    p.add_argument("--min-task-success", type=_success_bar, default=None, metavar="X", help="fail (exit 5) if any task's success is below X in [0, 1]")
-    p.add_argument("--junit", default=None, metavar="PATH", help="also write a JUnit XML report (one testcase per task, plus 'overall'); its folder must exist")
+    p.add_argument(
+        "--min-success",
+        type=_success_bar,
+        default=None,
+        metavar="X",
+        help="fail (exit 5) if the mean success over tasks is below X in [0, 1]",
+    )
+    p.add_argument(
+        "--min-task-success", type=_success_bar, default=None, metavar="X", help="fail (exit 5) if any task's success is below X in [0, 1]"
+    )
+    p.add_argument(
+        "--junit",
+        default=None,
+        metavar="PATH",
+        help="also write a JUnit XML report (one testcase per task, plus 'overall'); its folder must exist",
+    )
     p.add_argument(
         "--github-summary",
         action="store_true",

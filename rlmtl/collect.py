@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -44,6 +45,20 @@ def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode |
     assert episode is not None
     episode.attempt = attempt
     return episode
+
+
+def dataset_attrs(config: RunConfig, suite: Any, tasks: list[str], obs_spec: dict[str, Any], seeds: dict[str, Any]) -> dict[str, Any]:
+    """The root attributes every rlmtl dataset carries (see rlmtl/data/dataset.py), for `config`."""
+    return {
+        "backend": config.env.backend,
+        "suite": config.env.suite,
+        "tasks": tasks,
+        "observation_spec": {k: v.to_dict() for k, v in obs_spec.items()},
+        "action_spec": suite.action_spec().to_dict(),
+        "seeds": seeds,
+        "max_episode_steps": config.env.max_episode_steps or suite.max_episode_steps,
+        "fingerprint": dataset_fingerprint(config),
+    }
 
 
 def dataset_is_current(path: Path, config: RunConfig) -> bool:
@@ -102,20 +117,9 @@ def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Pa
     empty = [task for task in tasks if not kept[task]]
     if empty:
         raise DatasetError(f"{path}: no successful expert demo for task(s) {empty} after {max_attempts} attempts each; nothing written")
-    records = [
-        TaskRecord(task, suite.task_index(task), kept[task], wanted, attempts[task]) for task in tasks
-    ]
-    attrs = {
-        "backend": config.env.backend,
-        "suite": config.env.suite,
-        "tasks": tasks,
-        "observation_spec": {k: v.to_dict() for k, v in obs_spec.items()},
-        "action_spec": suite.action_spec().to_dict(),
-        "seeds": {"split": "train", "base_seed": config.data.seed, "scene_seed": "SeedSequence([0, base_seed, task_index, attempt])"},
-        "max_episode_steps": config.env.max_episode_steps or suite.max_episode_steps,
-        "fingerprint": dataset_fingerprint(config),
-        "shortfall": shortfall,
-    }
+    records = [TaskRecord(task, suite.task_index(task), kept[task], wanted, attempts[task]) for task in tasks]
+    seeds = {"split": "train", "base_seed": config.data.seed, "scene_seed": "SeedSequence([0, base_seed, task_index, attempt])"}
+    attrs = {**dataset_attrs(config, suite, tasks, obs_spec, seeds), "shortfall": shortfall}
     write_dataset(path, attrs, records)
     print(f"rlmtl collect: wrote {path} ({sum(len(v) for v in kept.values())} demos, {len(tasks)} tasks)", file=sys.stderr)
     return path

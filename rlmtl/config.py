@@ -340,9 +340,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: 'eval.video_format' must be gif or mp4, got {config.eval.video_format!r}")
     for key in config.agent.obs_keys:
         if key.startswith("rgb_") and key[4:] not in config.env.cameras:
-            raise ConfigError(
-                f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}"
-            )
+            raise ConfigError(f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}")
 
 
 def dataset_fingerprint(config: RunConfig) -> str:

@@ -117,7 +117,9 @@ def junit_xml(result: dict[str, Any], min_success: float | None = None, min_task
             "min_task_success": min_task_success,
         },
     )
-    failures = sum(_testcase(suite, classname, task, row, min_task_success, "--min-task-success") for task, row in result["per_task"].items())
+    failures = sum(
+        _testcase(suite, classname, task, row, min_task_success, "--min-task-success") for task, row in result["per_task"].items()
+    )
     failures += _testcase(suite, classname, "overall", result["overall"], min_success, "--min-success")
     suite.set("tests", str(len(result["per_task"]) + 1))
     suite.set("failures", str(failures))

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from envs import make_suite
 from envs.rlbench_convert import demo_episode
 from envs.rlbench_format import EpisodeRef, episode_variation, find_episodes, load_demo, read_episode
-from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
+from rlmtl.collect import dataset_attrs
+from rlmtl.config import RunConfig, dataset_path
 from rlmtl.data.dataset import Episode, TaskRecord, write_dataset
 from rlmtl.errors import ConfigError, DatasetError
 from rlmtl.workers import make_executor, resolve_workers
@@ -86,15 +87,9 @@ def import_rlbench(root: str | Path, config: RunConfig, out: str | Path | None =
                     shortfall[task] = wanted - len(kept)
                 yield TaskRecord(task, suite.task_index(task), kept, wanted, len(refs[task]))
 
+    seeds = {"split": "train", "source": "rlbench dataset", "scene_seed": "episode number in the RLBench folder"}
     attrs = {
-        "backend": config.env.backend,
-        "suite": config.env.suite,
-        "tasks": tasks,
-        "observation_spec": {k: v.to_dict() for k, v in obs_spec.items()},
-        "action_spec": suite.action_spec().to_dict(),
-        "seeds": {"split": "train", "source": "rlbench dataset", "scene_seed": "episode number in the RLBench folder"},
-        "max_episode_steps": config.env.max_episode_steps or suite.max_episode_steps,
-        "fingerprint": dataset_fingerprint(config),
+        **dataset_attrs(config, suite, tasks, obs_spec, seeds),
         "rlbench": {
             "root": str(root.resolve()),
             "action_mode": config.env.action_mode,

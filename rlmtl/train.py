@@ -89,7 +89,9 @@ def check_dataset_matches(config: RunConfig, attrs: dict[str, Any], path: Path, 
     expected = suite.observation_spec(list(config.env.cameras), config.env.image_size)
     for key in config.agent.obs_keys:
         if key in expected and tuple(spec[key]["shape"]) != tuple(expected[key].shape):
-            raise DatasetError(f"{path}: observation {key!r} has shape {tuple(spec[key]['shape'])} but {config.env.suite} produces {tuple(expected[key].shape)}")
+            raise DatasetError(
+                f"{path}: observation {key!r} has shape {tuple(spec[key]['shape'])} but {config.env.suite} produces {tuple(expected[key].shape)}"
+            )
     action = tuple(attrs["action_spec"]["shape"])
     if action != tuple(suite.action_spec().shape):
         raise DatasetError(f"{path}: actions have shape {action} but {config.env.suite} takes {tuple(suite.action_spec().shape)}")
@@ -311,7 +313,9 @@ class Trainer:
         batch = self.sampler.sample()
         if self.probe is not None and self.step % self.config.affinity.probe_every == 0:
             self._probe_affinity(batch)
-        val_batch = self.val_sampler.sample() if self.val_sampler is not None and self.weighting.uses_val_batch(self.balance.steps) else None
+        val_batch = (
+            self.val_sampler.sample() if self.val_sampler is not None and self.weighting.uses_val_batch(self.balance.steps) else None
+        )
         self.optimizer.zero_grad(set_to_none=True)
         losses = None if needs.task_grads else self.agent.task_losses(batch)
         losses, result = self.balance.backward(losses, batch=batch, val_batch=val_batch)

@@ -30,7 +30,13 @@ def default_methods() -> list[str]:
     from rlmtl.weighting import WEIGHTINGS
 
     names = WEIGHTINGS.names()
-    variants = ["auto_lambda@update_every=4", "cagrad@update_weights_every=2", "nash_mtl@update_weights_every=4", "hydalearn@variant=first_order", "auto_lambda+cagrad"]
+    variants = [
+        "auto_lambda@update_every=4",
+        "cagrad@update_weights_every=2",
+        "nash_mtl@update_weights_every=4",
+        "hydalearn@variant=first_order",
+        "auto_lambda+cagrad",
+    ]
     return ["uniform"] + [n for n in names if n != "uniform"] + variants
 
 
@@ -127,7 +133,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps-per-round", type=int, default=10)
     parser.add_argument("--memory-steps", type=int, default=20)
-    parser.add_argument("--methods", default="", help="comma-separated specs name[@key=value...]; default: every registered method and the documented variants")
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated specs name[@key=value...]; default: every registered method and the documented variants",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.device=cuda")
     args = parser.parse_args()
     methods = args.methods.split(",") if args.methods else default_methods()
@@ -143,7 +153,9 @@ def main() -> int:
         times = per_round[method]
         ratios = [t / b for t, b in zip(times, base)]
         median = statistics.median(times)
-        print(f"| {method} | {median * 1000:.2f} | {median / statistics.median(base):.2f} | {min(ratios):.2f}–{max(ratios):.2f} | {memory[method]:.1f} | {memory[method] / max(memory['uniform'], 1e-9):.1f} |")
+        print(
+            f"| {method} | {median * 1000:.2f} | {median / statistics.median(base):.2f} | {min(ratios):.2f}–{max(ratios):.2f} | {memory[method]:.1f} | {memory[method] / max(memory['uniform'], 1e-9):.1f} |"
+        )
     return 0
 
 

@@ -117,7 +117,9 @@ def bench_collect(config, workers: int, demos_per_task: int, folder: Path) -> fl
 
     from rlmtl.collect import collect
 
-    config = replace(config, data=replace(config.data, workers=workers, demos_per_task=demos_per_task, cache_dir=str(folder / f"w{workers}")))
+    config = replace(
+        config, data=replace(config.data, workers=workers, demos_per_task=demos_per_task, cache_dir=str(folder / f"w{workers}"))
+    )
     start = time.perf_counter()
     collect(config, progress=False)
     total = demos_per_task * len(config.env.tasks or range(10))
@@ -156,7 +158,9 @@ def main() -> int:
             return 0
         threads = torch.get_num_threads()
         samples = bench_training(config, args.train_steps)
-        print(f"training: {samples:,.0f} samples/s ({samples / (config.train.batch_per_task * 10):.0f} steps/s, batch {config.train.batch_per_task}x10, {threads} torch threads)")
+        print(
+            f"training: {samples:,.0f} samples/s ({samples / (config.train.batch_per_task * 10):.0f} steps/s, batch {config.train.batch_per_task}x10, {threads} torch threads)"
+        )
         from rlmtl.affinity import DEFAULT_PROBE_EVERY
 
         for every in sorted({config.affinity.probe_every or DEFAULT_PROBE_EVERY, 10}):
@@ -169,11 +173,19 @@ def main() -> int:
         if checkpoint is None:
             from rlmtl.train import train
 
-            checkpoint = str(train(load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench-eval", "train.steps=3000"]), progress=False).run_dir)
+            checkpoint = str(
+                train(
+                    load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench-eval", "train.steps=3000"]), progress=False
+                ).run_dir
+            )
         rates = {w: bench_eval(checkpoint, args.eval_episodes, w) for w in (1, 2)}
-        print(f"evaluation ({checkpoint}): 1 worker {rates[1]:.2f} episodes/s, 2 workers {rates[2]:.2f} episodes/s, ratio {rates[2] / rates[1]:.2f}x")
+        print(
+            f"evaluation ({checkpoint}): 1 worker {rates[1]:.2f} episodes/s, 2 workers {rates[2]:.2f} episodes/s, ratio {rates[2] / rates[1]:.2f}x"
+        )
         per100 = {w: bench_collect(config, w, args.collect_demos, folder) for w in (1, 2)}
-        print(f"collection: {per100[1]:.1f} s per 100 demos with 1 worker, {per100[2]:.1f} s with 2 workers, ratio {per100[1] / per100[2]:.2f}x")
+        print(
+            f"collection: {per100[1]:.1f} s per 100 demos with 1 worker, {per100[2]:.1f} s with 2 workers, ratio {per100[1] / per100[2]:.2f}x"
+        )
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print a run's per-task success table and stage wall times as Markdown (what the README shows).
 
-    python scripts/results_table.py runs/mt10-uniform-seed0
+python scripts/results_table.py runs/mt10-uniform-seed0
 """
 
 from __future__ import annotations

@@ -71,7 +71,9 @@ def test_probe_matches_a_hand_computed_lookahead_and_leaves_the_model_alone():
     optimizer.step()  # some Adam state
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     losses, grads = per_task_grads(model, batch)
-    z = AffinityProbe(K).probe(losses, grads, dict(model.named_parameters()), optimizer, lambda p, b: functional_call(model, p, (b,)), batch)
+    z = AffinityProbe(K).probe(
+        losses, grads, dict(model.named_parameters()), optimizer, lambda p, b: functional_call(model, p, (b,)), batch
+    )
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n])
     i = 4

@@ -9,7 +9,9 @@ from rlmtl.cli import main
 
 @pytest.mark.slow
 def test_affinity_command_writes_matrix_plots_and_groupings(tiny_config_file, tmp_path, capsys):
-    config = tiny_config_file(env={"tasks": ["reach-v3", "drawer-close-v3", "window-close-v3"]}, affinity={"probe_every": 5, "max_groups": 2})
+    config = tiny_config_file(
+        env={"tasks": ["reach-v3", "drawer-close-v3", "window-close-v3"]}, affinity={"probe_every": 5, "max_groups": 2}
+    )
     assert main(["affinity", str(config), "--no-progress"]) == 0
     run = tmp_path / "runs" / "tiny"
     content = json.loads((run / "affinity.json").read_text())

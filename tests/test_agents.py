@@ -70,7 +70,10 @@ def test_task_losses_are_per_task_and_reach_every_parameter():
 def test_image_agent_fuses_proprio_and_camera():
     torch.manual_seed(0)
     agent = MultiTaskBC({"proprio": (4,), "rgb_cam": (32, 32, 3)}, 4, 2, 32, AgentConfig(hidden_dim=32, image_channels=[8, 8]))
-    batch = {"obs": {"proprio": torch.randn(2, 3, 4), "rgb_cam": torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)}, "actions": torch.zeros(2, 3, 4)}
+    batch = {
+        "obs": {"proprio": torch.randn(2, 3, 4), "rgb_cam": torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)},
+        "actions": torch.zeros(2, 3, 4),
+    }
     losses = agent.task_losses(batch)
     losses.sum().backward()
     assert agent.encoder.image_encoders["rgb_cam"].conv[0].weight.grad.abs().sum() > 0

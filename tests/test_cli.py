@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def rlmtl(*args, cwd=None):
     """Run the real console entry point in a subprocess."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "rlmtl", *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "rlmtl", *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=600
+    )
 
 
 def error_line(result):

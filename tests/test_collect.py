@@ -28,8 +28,12 @@ def test_collect_writes_only_successful_demos_and_reuses(tiny_config_file, tmp_p
 
 
 def test_collection_does_not_depend_on_worker_count(tiny_config_file, tmp_path):
-    one = load_config(tiny_config_file(env={"tasks": ["reach-v3"]}, data={"demos_per_task": 2, "workers": 1, "cache_dir": str(tmp_path / "w1")}))
-    two = load_config(tiny_config_file(env={"tasks": ["reach-v3"]}, data={"demos_per_task": 2, "workers": 2, "cache_dir": str(tmp_path / "w2")}))
+    one = load_config(
+        tiny_config_file(env={"tasks": ["reach-v3"]}, data={"demos_per_task": 2, "workers": 1, "cache_dir": str(tmp_path / "w1")})
+    )
+    two = load_config(
+        tiny_config_file(env={"tasks": ["reach-v3"]}, data={"demos_per_task": 2, "workers": 2, "cache_dir": str(tmp_path / "w2")})
+    )
     a = load_dataset(collect(one, progress=False), ["reach-v3"], ["state"]).per_task[0]
     b = load_dataset(collect(two, progress=False), ["reach-v3"], ["state"]).per_task[0]
     np.testing.assert_array_equal(a.actions, b.actions)

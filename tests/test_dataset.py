@@ -25,7 +25,14 @@ def make_episode(rng, length, attempt):
 def write_fixture(path, tasks=("a", "b")):
     rng = np.random.default_rng(0)
     records = [TaskRecord(t, i, [make_episode(rng, 5 + j, j) for j in range(3)], 3, 3) for i, t in enumerate(tasks)]
-    attrs = {"backend": "fake", "suite": "s", "tasks": list(tasks), "observation_spec": SPEC, "action_spec": {"shape": [2], "dtype": "float32"}, "fingerprint": "x"}
+    attrs = {
+        "backend": "fake",
+        "suite": "s",
+        "tasks": list(tasks),
+        "observation_spec": SPEC,
+        "action_spec": {"shape": [2], "dtype": "float32"},
+        "fingerprint": "x",
+    }
     write_dataset(path, attrs, records)
     return records
 
@@ -42,7 +49,9 @@ def test_round_trip_and_statistics(tmp_path):
     np.testing.assert_array_equal(b.actions, expected_actions)
     assert b.observations["rgb_cam"].dtype == np.uint8 and b.observations["rgb_cam"].shape == (18, 4, 4, 3)
     np.testing.assert_allclose(b.stats["actions"]["mean"], expected_actions.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(b.stats["state"]["std"], np.concatenate([e.observations["state"] for e in records[1].episodes]).std(0), rtol=1e-5)
+    np.testing.assert_allclose(
+        b.stats["state"]["std"], np.concatenate([e.observations["state"] for e in records[1].episodes]).std(0), rtol=1e-5
+    )
     with h5py.File(path) as handle:
         assert handle["data/a/demo_2"].attrs["scene_seed"] == 102
         assert handle["data/a/demo_0/success"][-1]

@@ -76,7 +76,11 @@ def test_expert_solves_and_episode_truncates(suite):
 
 
 def test_images_render_upright_and_not_blank(suite):
-    env = suite.make_env(EnvSettings("metaworld", "mt10", "drawer-close-v3", cameras=("corner", "topview"), image_size=48, video_size=64, video_camera="corner"))
+    env = suite.make_env(
+        EnvSettings(
+            "metaworld", "mt10", "drawer-close-v3", cameras=("corner", "topview"), image_size=48, video_size=64, video_camera="corner"
+        )
+    )
     observation, _ = env.reset(seed=3)
     for key in ("rgb_corner", "rgb_topview"):
         image = observation[key]

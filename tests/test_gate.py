@@ -38,7 +38,16 @@ def make_result(rates: dict[str, float], episodes: int = 4) -> dict:
         "episodes": episodes * len(rates),
         "ci95": list(wilson_interval(total, episodes * len(rates))),
     }
-    return {"per_task": per_task, "overall": overall, "episodes": [], "checkpoint": "runs/x/checkpoints/step_1.pt", "step": 1, "backend": "metaworld", "suite": "mt10", "seed": 0}
+    return {
+        "per_task": per_task,
+        "overall": overall,
+        "episodes": [],
+        "checkpoint": "runs/x/checkpoints/step_1.pt",
+        "step": 1,
+        "backend": "metaworld",
+        "suite": "mt10",
+        "seed": 0,
+    }
 
 
 # ---- the gate on hand-made results -------------------------------------------------------------
@@ -61,7 +70,12 @@ def test_shortfall_lines_name_task_rate_episodes_and_bar():
     assert len(lines) == 3
     assert lines[0].startswith("a: ") and "0.250" in lines[0] and "1/4 episodes" in lines[0] and "--min-task-success 0.6" in lines[0]
     assert lines[1].startswith("c: ") and "0.500" in lines[1] and "2/4 episodes" in lines[1]
-    assert lines[2].startswith("overall mean over 3 tasks") and "0.583" in lines[2] and "12 episodes" in lines[2] and "--min-success 0.9" in lines[2]
+    assert (
+        lines[2].startswith("overall mean over 3 tasks")
+        and "0.583" in lines[2]
+        and "12 episodes" in lines[2]
+        and "--min-success 0.9" in lines[2]
+    )
     assert check_success(make_result({"a": 0.25, "b": 1.0}), min_task_success=0.6) == [lines[0]]
     assert len(check_success(make_result({"a": 0.25, "b": 1.0}), min_success=0.9)) == 1
 
@@ -139,7 +153,9 @@ def test_bar_met_exits_0_and_writes_junit_and_step_summary(trained_run, tmp_path
     summary = tmp_path / "step_summary.md"
     summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    args = eval_args(trained_run, "--out", out, "--min-success", "0", "--min-task-success", "0.0", "--junit", out / "junit.xml", "--github-summary")
+    args = eval_args(
+        trained_run, "--out", out, "--min-success", "0", "--min-task-success", "0.0", "--junit", out / "junit.xml", "--github-summary"
+    )
     assert main(args) == 0
     result = json.loads((out / "eval.json").read_text())
     assert set(result["per_task"]) == {"reach-v3", "drawer-close-v3"}
@@ -155,7 +171,14 @@ def test_bar_missed_exits_5_after_writing_reports(trained_run, tmp_path):
     out.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
     args = eval_args(trained_run, "--out", out, "--min-task-success", "1.0", "--junit", out / "junit.xml", "--github-summary")
-    done = subprocess.run([sys.executable, "-m", "rlmtl", *args], capture_output=True, text=True, cwd=ROOT, env=dict(env, PYTHONWARNINGS="ignore"), timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "rlmtl", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(env, PYTHONWARNINGS="ignore"),
+        timeout=300,
+    )
     result = json.loads((out / "eval.json").read_text())  # written before the gate fails
     short = [task for task, row in result["per_task"].items() if row["success_rate"] < 1.0]
     assert short, f"the 2-step policy solved every task: {result['per_task']}"
@@ -169,7 +192,9 @@ def test_bar_missed_exits_5_after_writing_reports(trained_run, tmp_path):
     assert (out / "eval.md").is_file() and "**FAIL**" in done.stdout and "| reach-v3 |" in done.stdout  # summary on stdout
 
 
-@pytest.mark.parametrize("flag, value", [("--min-success", "1.01"), ("--min-task-success", "-0.5"), ("--min-success", "nan"), ("--min-success", "high")])
+@pytest.mark.parametrize(
+    "flag, value", [("--min-success", "1.01"), ("--min-task-success", "-0.5"), ("--min-success", "nan"), ("--min-success", "high")]
+)
 def test_bar_outside_zero_one_is_a_usage_error(flag, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", "runs/whatever", flag, value])

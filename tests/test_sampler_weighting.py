@@ -38,7 +38,10 @@ def test_sampler_state_restores_the_stream():
 
 def test_ranks_split_the_global_batch():
     full = TaskBalancedSampler(fake_data(), ["state"], 8, seed=1, device=torch.device("cpu")).sample_indices()
-    parts = [TaskBalancedSampler(fake_data(), ["state"], 8, seed=1, device=torch.device("cpu"), rank=r, world_size=2).sample_indices() for r in range(2)]
+    parts = [
+        TaskBalancedSampler(fake_data(), ["state"], 8, seed=1, device=torch.device("cpu"), rank=r, world_size=2).sample_indices()
+        for r in range(2)
+    ]
     torch.testing.assert_close(torch.cat(parts, dim=1), full)
     with pytest.raises(ValueError, match="divisible"):
         TaskBalancedSampler(fake_data(), ["state"], 7, seed=1, device=torch.device("cpu"), world_size=2)

@@ -37,7 +37,9 @@ def warmed_up(make_optimizer, steps: int = 2, seed: int = 0) -> tuple[TinyMTL, t
     return model, optimizer
 
 
-def context_for(model: nn.Module, optimizer: torch.optim.Optimizer, batch, val, primary: torch.Tensor | None = None, step: int = 0) -> StepContext:
+def context_for(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch, val, primary: torch.Tensor | None = None, step: int = 0
+) -> StepContext:
     return StepContext(
         step=step,
         lr=optimizer.param_groups[0]["lr"],
@@ -51,7 +53,9 @@ def context_for(model: nn.Module, optimizer: torch.optim.Optimizer, batch, val, 
     )
 
 
-def autograd_meta_gradient(model: nn.Module, optimizer: torch.optim.Optimizer, lambdas: torch.Tensor, batch, val, primary: torch.Tensor, stepper=None) -> torch.Tensor:
+def autograd_meta_gradient(
+    model: nn.Module, optimizer: torch.optim.Optimizer, lambdas: torch.Tensor, batch, val, primary: torch.Tensor, stepper=None
+) -> torch.Tensor:
     """Exact dL_val(theta'(lambda))/dlambda by autograd: theta' built from grads that are functions of lambda."""
     named = dict(model.named_parameters())
     lam = lambdas.detach().clone().requires_grad_()
@@ -81,7 +85,9 @@ def test_meta_gradient_matches_autograd_under_sgd_momentum(make_optimizer, prima
     batch, val = make_batch(1), make_batch(2)
     mask = None if primary is None else torch.tensor(primary)
     got = method.meta_gradient(model(batch), context_for(model, optimizer, batch, val, mask))
-    want = autograd_meta_gradient(model, optimizer, method.lambdas, batch, val, torch.ones(K, dtype=torch.float64) if mask is None else mask.double())
+    want = autograd_meta_gradient(
+        model, optimizer, method.lambdas, batch, val, torch.ones(K, dtype=torch.float64) if mask is None else mask.double()
+    )
     assert relative_error(got, want) < 1e-3, (got, want)
 
 
@@ -167,7 +173,15 @@ def test_first_adam_step_meta_gradient_is_exact_and_finite():
     def step_all_but_idle(named, grads):
         return {**virtual_step(optimizer, moving, {n: grads[n] for n in moving}), "idle": named["idle"]}
 
-    want = autograd_meta_gradient(model, optimizer, torch.full((K,), 0.1, dtype=torch.float64), batch, val, torch.ones(K, dtype=torch.float64), stepper=step_all_but_idle)
+    want = autograd_meta_gradient(
+        model,
+        optimizer,
+        torch.full((K,), 0.1, dtype=torch.float64),
+        batch,
+        val,
+        torch.ones(K, dtype=torch.float64),
+        stepper=step_all_but_idle,
+    )
     assert relative_error(got, want) < 1e-3, (got, want)
     held = AutoLambda(K, jacobian="held").double().meta_gradient(model(batch), context)
     assert held.abs().max() > 1e3 * got.abs().max()
@@ -222,9 +236,13 @@ def test_auxiliary_mode_raises_helpful_and_lowers_harmful_tasks():
     scrambled = {"x": val["x"].clone(), "y": val["y"].clone()}
     scrambled["x"][1:] = torch.randn(K - 1, 16, 4, dtype=torch.float64, generator=generator)
     scrambled["y"][1:] = 100.0
-    torch.testing.assert_close(method.meta_gradient(model(train), context_for(model, optimizer, train, scrambled, primary)), grad, rtol=0, atol=0)
+    torch.testing.assert_close(
+        method.meta_gradient(model(train), context_for(model, optimizer, train, scrambled, primary)), grad, rtol=0, atol=0
+    )
     # and making a non-primary task primary changes it
-    assert not torch.allclose(method.meta_gradient(model(train), context_for(model, optimizer, train, val, torch.tensor([True, False, True]))), grad)
+    assert not torch.allclose(
+        method.meta_gradient(model(train), context_for(model, optimizer, train, val, torch.tensor([True, False, True]))), grad
+    )
     method.combine(model(train), context)
     assert method.lambdas[1] > 0.1 > method.lambdas[2]
 

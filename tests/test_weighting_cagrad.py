@@ -32,7 +32,9 @@ def slsqp_weights(gram: np.ndarray, radius: float) -> np.ndarray:
     num_tasks = gram.shape[0]
     start = np.full(num_tasks, 1.0 / num_tasks)
     constraint = {"type": "eq", "fun": lambda w: 1 - w.sum()}
-    result = minimize(objective, start, args=(gram, radius), bounds=[(0, 1)] * num_tasks, constraints=constraint, options={"ftol": 1e-14, "maxiter": 1000})
+    result = minimize(
+        objective, start, args=(gram, radius), bounds=[(0, 1)] * num_tasks, constraints=constraint, options={"ftol": 1e-14, "maxiter": 1000}
+    )
     return result.x
 
 
@@ -93,7 +95,9 @@ def test_state_dict_round_trip_gives_identical_outputs():
     fresh = make_weighting("cagrad", 3, {"calpha": 0.4, "solver_iters": 20})
     fresh.load_state_dict(method.state_dict())
     grads = conflicting_grads(3)
-    assert torch.equal(method.combine(torch.zeros(3), context(grads)).shared_grad, fresh.combine(torch.zeros(3), context(grads)).shared_grad)
+    assert torch.equal(
+        method.combine(torch.zeros(3), context(grads)).shared_grad, fresh.combine(torch.zeros(3), context(grads)).shared_grad
+    )
 
 
 def test_through_multitask_backward():

@@ -151,7 +151,13 @@ def test_state_dict_round_trip_and_after_step_forwarding():
     engine = engine_for(model, composite, optimizer)
     run_steps(model, optimizer, engine, range(3))
     state = composite.state_dict()
-    assert {"first.lambdas", "first.meta_optimizer.exp_avg", "first.meta_optimizer.exp_avg_sq", "first.meta_optimizer.steps", "second.calls"} == set(state)
+    assert {
+        "first.lambdas",
+        "first.meta_optimizer.exp_avg",
+        "first.meta_optimizer.exp_avg_sq",
+        "first.meta_optimizer.steps",
+        "second.calls",
+    } == set(state)
     assert int(state["second.calls"]) == 3 and int(state["first.meta_optimizer.steps"]) == 3
 
     clone_model = copy.deepcopy(model)

@@ -92,7 +92,9 @@ def test_virtual_step_mirrors_the_real_optimizer(make):
         optimizer.zero_grad()
         model(torch.randn(5, 3)).pow(2).sum().backward()
         params = dict(model.named_parameters())
-        predicted = {n: v.detach().clone() for n, v in virtual_step(optimizer, params, {n: p.grad.clone() for n, p in params.items()}).items()}
+        predicted = {
+            n: v.detach().clone() for n, v in virtual_step(optimizer, params, {n: p.grad.clone() for n, p in params.items()}).items()
+        }
         scales = step_scale(optimizer, params)
         assert all((s < 0).all() for s in scales.values())
         optimizer.step()
@@ -144,7 +146,9 @@ def test_uniform_through_the_engine_matches_sum_backward():
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("make", [lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01), lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)])
+@pytest.mark.parametrize(
+    "make", [lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01), lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)]
+)
 @pytest.mark.parametrize("warm_steps", [0, 3])
 def test_exact_adam_step_scale_equals_autograd(make, warm_steps):
     torch.manual_seed(0)

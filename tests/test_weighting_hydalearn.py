@@ -75,7 +75,13 @@ def test_first_order_approximates_exact_for_small_steps(primary):
     assert float((first - exact).norm() / exact.norm()) < 1e-3
     # at a large step the two part ways (so the comparison above can fail)
     big = context_for(model, batch, lr=0.2, primary=primary)
-    assert float((HydaLearn(K, variant="first_order").double().gains(big) - HydaLearn(K).double().gains(big)).norm() / HydaLearn(K).double().gains(big).norm()) > 1e-2
+    assert (
+        float(
+            (HydaLearn(K, variant="first_order").double().gains(big) - HydaLearn(K).double().gains(big)).norm()
+            / HydaLearn(K).double().gains(big).norm()
+        )
+        > 1e-2
+    )
 
 
 def test_all_harmful_weights_only_the_main_task():
@@ -96,14 +102,18 @@ def test_main_fixed_applies_the_ratio_rule_against_the_main_task():
     method = HydaLearn(K, normalise="main_fixed").double()
     gains = method.gains(context)
     weights = method.combine(model(batch), context).weights
-    torch.testing.assert_close(weights, torch.stack([torch.ones((), dtype=torch.float64), gains[1] / gains[0], torch.zeros((), dtype=torch.float64)]))
+    torch.testing.assert_close(
+        weights, torch.stack([torch.ones((), dtype=torch.float64), gains[1] / gains[0], torch.zeros((), dtype=torch.float64)])
+    )
 
 
 def test_optimizer_lookahead_mirrors_the_optimizer():
     model, batch = SharedLinear(), conflicting_batch()
     plain = torch.optim.SGD(model.parameters(), lr=0.05)
     context = context_for(model, batch, lr=0.05, optimizer=plain)
-    torch.testing.assert_close(HydaLearn(K, lookahead="optimizer").double().gains(context), HydaLearn(K).double().gains(context), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        HydaLearn(K, lookahead="optimizer").double().gains(context), HydaLearn(K).double().gains(context), rtol=1e-12, atol=1e-14
+    )
     momentum = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     momentum.zero_grad()
     model(conflicting_batch(1)).sum().backward()

@@ -60,7 +60,9 @@ def test_trains_through_the_engine():
 
     def check(result):
         assert torch.isfinite(result.weights).all()
-        torch.testing.assert_close(toy.shared_grad(), toy.grad_of((result.weights * toy.losses()).sum()))  # the model sees sum_i w_i grad L_i
+        torch.testing.assert_close(
+            toy.shared_grad(), toy.grad_of((result.weights * toy.losses()).sum())
+        )  # the model sees sum_i w_i grad L_i
 
     toy.run(uw, steps=5, check=check)
     assert not torch.equal(uw.log_variance, torch.full((3,), -0.5))

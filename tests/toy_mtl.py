@@ -34,7 +34,9 @@ class TinyMTL(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(num_tasks))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([(head(self.trunk(batch["x"][i])).squeeze(-1) - batch["y"][i]).pow(2).mean() for i, head in enumerate(self.heads)])
+        return torch.stack(
+            [(head(self.trunk(batch["x"][i])).squeeze(-1) - batch["y"][i]).pow(2).mean() for i, head in enumerate(self.heads)]
+        )
 
 
 class SharedLinear(nn.Module):
@@ -48,7 +50,14 @@ class SharedLinear(nn.Module):
         return (batch["x"] @ self.w - batch["y"]).pow(2).mean(dim=1)
 
 
-def module_backward(model: nn.Module, weighting: Weighting, optimizer: torch.optim.Optimizer | None = None, *, primary_tasks: Sequence[int] | None = None, task_parameters: Iterable[nn.Parameter] | None = None) -> MultiTaskBackward:
+def module_backward(
+    model: nn.Module,
+    weighting: Weighting,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    primary_tasks: Sequence[int] | None = None,
+    task_parameters: Iterable[nn.Parameter] | None = None,
+) -> MultiTaskBackward:
     """The engine for a module with `.trunk` (shared) and `.heads` (default task parameters) whose
     forward(batch) gives the [K] losses, with functional losses for lookahead methods."""
     return MultiTaskBackward(
@@ -62,7 +71,13 @@ def module_backward(model: nn.Module, weighting: Weighting, optimizer: torch.opt
     )
 
 
-def train_module(model: nn.Module, optimizer: torch.optim.Optimizer, engine: MultiTaskBackward, batches: Iterable[tuple[Any, Any]], check: Check | None = None) -> list[torch.Tensor]:
+def train_module(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    engine: MultiTaskBackward,
+    batches: Iterable[tuple[Any, Any]],
+    check: Check | None = None,
+) -> list[torch.Tensor]:
     """One optimizer step per (batch, val_batch) through `engine` on the losses model(batch); the
     losses after the step go to methods that ask for them. `check(result)` runs after every
     backward, before the optimizer step (the model's .grad is the engine's, its parameters those
@@ -148,13 +163,24 @@ def small_agent(num_tasks: int = 4, *, images: bool = False, augment: bool = Fal
 def agent_batch(num_tasks: int, *, images: bool = False, generator: torch.Generator | None = None) -> dict[str, Any]:
     """5 samples per task for `small_agent` (actions in [-1, 1]), from `generator` or torch's global RNG."""
     if images:
-        obs = {"proprio": torch.randn(num_tasks, 5, 4, generator=generator), "rgb_cam": torch.randint(0, 256, (num_tasks, 5, 16, 16, 3), dtype=torch.uint8, generator=generator)}
+        obs = {
+            "proprio": torch.randn(num_tasks, 5, 4, generator=generator),
+            "rgb_cam": torch.randint(0, 256, (num_tasks, 5, 16, 16, 3), dtype=torch.uint8, generator=generator),
+        }
     else:
         obs = {"state": torch.randn(num_tasks, 5, 6, generator=generator)}
     return {"obs": obs, "actions": torch.rand(num_tasks, 5, 3, generator=generator) * 2 - 1}
 
 
-def train_agent(agent: MultiTaskBC, weighting: Weighting, steps: int = 3, *, primary_tasks: list[int] | None = None, images: bool = False, check: Check | None = None) -> None:
+def train_agent(
+    agent: MultiTaskBC,
+    weighting: Weighting,
+    steps: int = 3,
+    *,
+    primary_tasks: list[int] | None = None,
+    images: bool = False,
+    check: Check | None = None,
+) -> None:
     """`steps` AdamW steps of `agent` wired like rlmtl's trainer (`rlmtl.build.agent_backward`):
     losses only for loss-level methods, a second batch only for methods that ask for one, the
     post-step losses likewise. Batches are seeded by the step. `check(result)` runs after every
@@ -204,4 +230,3 @@ def resumed_copy(make: Callable[[], Weighting], steps: Iterable[Step]) -> tuple[
     resumed = make()
     resumed.load_state_dict(original.state_dict())
     return original, resumed
-

@@ -12,7 +12,14 @@ class BufferAdam(nn.Module):
     """Adam (Kingma & Ba) on one tensor; `weight_decay` is L2 added to the gradient, as
     `torch.optim.Adam` does (FAMO's official code uses that optimizer)."""
 
-    def __init__(self, shape: torch.Size | tuple[int, ...], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__()
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.register_buffer("exp_avg", torch.zeros(shape))

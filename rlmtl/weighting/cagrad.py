@@ -42,7 +42,15 @@ class CAGrad(Weighting):
 
     requirements = Requirements(task_grads=True)
 
-    def __init__(self, num_tasks: int, calpha: float = 0.5, rescale: int = 1, scale_by_num_tasks: bool = False, solver_iters: int = 30, update_weights_every: int = 1) -> None:
+    def __init__(
+        self,
+        num_tasks: int,
+        calpha: float = 0.5,
+        rescale: int = 1,
+        scale_by_num_tasks: bool = False,
+        solver_iters: int = 30,
+        update_weights_every: int = 1,
+    ) -> None:
         super().__init__(num_tasks)
         if calpha < 0:
             raise ValueError(f"calpha must be >= 0, not {calpha}")

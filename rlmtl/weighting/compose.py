@@ -44,7 +44,9 @@ class Composite(Weighting):
         """losses [K] -> WeightingResult(weights = lambda ⊙ w2 [K], shared_grad [P] or loss from the second)."""
         first = self.first.combine(losses, context)
         scale = first.weights.detach()  # lambda [K]
-        inner = replace(context, task_grads=None if context.task_grads is None else scale.unsqueeze(1).to(context.task_grads.dtype) * context.task_grads)
+        inner = replace(
+            context, task_grads=None if context.task_grads is None else scale.unsqueeze(1).to(context.task_grads.dtype) * context.task_grads
+        )
         second = self.second.combine(scale.to(losses.dtype) * losses, inner)
         self._scale, self._inner_context = scale, inner
         return WeightingResult(weights=scale * second.weights.detach().to(scale.dtype), loss=second.loss, shared_grad=second.shared_grad)

@@ -34,7 +34,12 @@ def sign_dropout(grads: torch.Tensor, uniform: torch.Tensor, leak: float = 0.0) 
     positive = grads.clamp_min(0).sum(dim=0)
     negative = grads.clamp_max(0).sum(dim=0)
     magnitude = positive - negative
-    purity = 0.5 * (1.0 + torch.where(magnitude > 0, (positive + negative) / magnitude.clamp_min(torch.finfo(grads.dtype).tiny), torch.zeros_like(magnitude)))
+    purity = 0.5 * (
+        1.0
+        + torch.where(
+            magnitude > 0, (positive + negative) / magnitude.clamp_min(torch.finfo(grads.dtype).tiny), torch.zeros_like(magnitude)
+        )
+    )
     kept = torch.where(uniform < purity, positive, negative)
     if leak == 0.0:
         return kept

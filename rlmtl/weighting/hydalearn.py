@@ -85,7 +85,11 @@ class HydaLearn(Weighting):
         vectorize: bool = True,
     ) -> None:
         super().__init__(num_tasks)
-        for name, value, allowed in (("variant", variant, _VARIANTS), ("lookahead", lookahead, _LOOKAHEADS), ("normalise", normalise, _NORMALISE)):
+        for name, value, allowed in (
+            ("variant", variant, _VARIANTS),
+            ("lookahead", lookahead, _LOOKAHEADS),
+            ("normalise", normalise, _NORMALISE),
+        ):
             if value not in allowed:
                 raise ValueError(f"hydalearn: {name} must be one of {allowed}, got {value!r}")
         if update_every < 1:
@@ -174,7 +178,9 @@ class HydaLearn(Weighting):
             raise ValueError(f"hydalearn: shared parameters {missing} are not among named_parameters")
         return [(by_id.get(id(param), f"shared.{i}"), param) for i, param in enumerate(context.shared_parameters)]
 
-    def _lookahead_steps(self, context: StepContext, shared: list[tuple[str, torch.nn.Parameter]], grads: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _lookahead_steps(
+        self, context: StepContext, shared: list[tuple[str, torch.nn.Parameter]], grads: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """{name: [K, *shape]}: lookahead_i - theta_s for each task i and shared parameter."""
         k = grads.shape[0]
         per_param: dict[str, torch.Tensor] = {}

@@ -66,7 +66,13 @@ class NashMTL(Weighting):
             raise ValueError(f"update_weights_every and optim_niter must be >= 1 (got {update_weights_every}, {optim_niter})")
         if max_norm < 0 or tol <= 0:
             raise ValueError(f"max_norm must be >= 0 and tol > 0 (got {max_norm}, {tol})")
-        self.update_weights_every, self.optim_niter, self.max_norm, self.solver, self.tol = update_weights_every, optim_niter, max_norm, solver, tol
+        self.update_weights_every, self.optim_niter, self.max_norm, self.solver, self.tol = (
+            update_weights_every,
+            optim_niter,
+            max_norm,
+            solver,
+            tol,
+        )
         self.register_buffer("weights", torch.ones(num_tasks))  # alpha, used between updates
         self.register_buffer("solution", torch.ones(num_tasks, dtype=torch.float64))  # beta for M = G G^T / |G G^T|_F
 

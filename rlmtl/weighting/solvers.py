@@ -33,7 +33,9 @@ def _nash_objective(alpha: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((alpha @ matrix) * alpha).sum(-1) - alpha.log().sum(-1)
 
 
-def nash_bargaining_weights(gram: torch.Tensor, init: torch.Tensor | None = None, iterations: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+def nash_bargaining_weights(
+    gram: torch.Tensor, init: torch.Tensor | None = None, iterations: int = 40
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve (gram @ alpha)_i = 1 / alpha_i for alpha > 0 by damped Newton.
 
     The equation is the stationarity condition of f(alpha) = 1/2 alpha^T M alpha - sum_i log alpha_i,
@@ -115,7 +117,15 @@ def cagrad_simplex_weights(
     return weights.clone()  # a normal tensor again (inference tensors cannot be saved for backward)
 
 
-def _cagrad_loop(matrix: torch.Tensor, linear: torch.Tensor, radius: torch.Tensor, eps: torch.Tensor, iterations: int, line_search: int, final_barrier: float) -> torch.Tensor:
+def _cagrad_loop(
+    matrix: torch.Tensor,
+    linear: torch.Tensor,
+    radius: torch.Tensor,
+    eps: torch.Tensor,
+    iterations: int,
+    line_search: int,
+    final_barrier: float,
+) -> torch.Tensor:
     """The interior-point iterations of `cagrad_simplex_weights` (TorchScript-compatible: the
     loop runs compiled, which halves its per-iteration overhead on small K)."""
     num_tasks = matrix.shape[0]
