@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
+from process_helpers import run_torchrun
 
 from rlmtl.config import load_config
 from rlmtl.data.dataset import Episode, TaskRecord, write_dataset
@@ -211,26 +212,9 @@ def test_methods_that_cannot_average_their_statistics_refuse_to_start():
 
 def test_torchrun_cli_trains_with_two_ranks(tmp_path):
     """The real entry point: `torchrun --standalone --nproc-per-node=2 -m rlmtl train CONFIG`."""
-    import subprocess
-    import sys
-
     write_tiny_dataset(tmp_path / "data.h5")
     config = write_config(tmp_path, "cli", "famo", steps=4, log_every=2, checkpoint_every=2)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
-        "-m",
-        "rlmtl",
-        "train",
-        str(config),
-        "--no-progress",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    done = run_torchrun(2, "train", str(config), "--no-progress", timeout=120, env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "cli"
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]

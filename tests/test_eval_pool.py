@@ -16,6 +16,7 @@ from pathlib import Path
 
 import fault_plugin
 import pytest
+from process_helpers import run_torchrun
 
 from envs import scene_seed
 from rlmtl.eval_log import EpisodeLog, read_log
@@ -141,22 +142,7 @@ def test_sharded_evaluation_under_torchrun_equals_one_process(plugin_env, tmp_pa
     single.mkdir()
     sharded.mkdir()
     assert run_cli(str(run), "--out", str(single), "--no-progress").returncode == 0
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
-        "-m",
-        "rlmtl",
-        "eval",
-        str(run),
-        "--out",
-        str(sharded),
-        "--no-progress",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    done = run_torchrun(2, "eval", str(run), "--out", str(sharded), "--no-progress", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     one = json.loads((single / "eval.json").read_text())
     two = json.loads((sharded / "eval.json").read_text())
