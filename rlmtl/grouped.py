@@ -56,7 +56,8 @@ def load_group_plan(path: str | Path, tasks: list[str], k: int | None = None) ->
     path = Path(path)
     data = _read_json(path)
     serve: dict[str, Any] = {}
-    if isinstance(data, dict) and "groupings" in data:
+    is_affinity_file = isinstance(data, dict) and "groupings" in data
+    if is_affinity_file:
         if k is None:
             raise ConfigError(
                 f"{path}: an affinity file holds groupings for every budget; choose one with --k (1..{len(data['groupings'])})"
@@ -73,7 +74,7 @@ def load_group_plan(path: str | Path, tasks: list[str], k: int | None = None) ->
         groups, source = data, str(path)
     else:
         raise ConfigError(f"{path}: expected a list of groups, an object with 'groups', or an affinity.json with --k")
-    if k is not None and "groupings" not in (data if isinstance(data, dict) else {}):
+    if k is not None and not is_affinity_file:
         raise ConfigError(f"{path}: --k applies to affinity files only; this file lists its groups itself")
     return validate_plan(groups, serve, tasks, source)
 
