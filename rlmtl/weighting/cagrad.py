@@ -19,13 +19,16 @@ the sum loss" (their default c is 0.4). Either way the heads get their own unwei
 Deviation: the official code solves for w with scipy SLSQP on the CPU (a host sync every step,
 and SLSQP's default absolute tolerance makes it stop early when gradients are small). Here the
 same convex problem, divided by trace(GG) / K (which leaves its argmin unchanged, the 1e-8
-constants included), is solved on the device by a log-barrier Newton method with a fixed number
-of iterations (`solvers.cagrad_simplex_weights`); with the default 30 iterations its objective
-was within 2.2e-7 (relative to calpha |g0|^2 + |F*|) of a tightly converged SLSQP (ftol 1e-15)
-on 300 random K = 2..10 problems, and below SLSQP's where SLSQP stopped early. `update_weights_every` = n > 1 solves for w every n steps only and reuses it in between (the
-direction is still built from the current gradients); the solver is most of CAGrad's own cost on
-a small model (see the README's cost table). w is kept in the buffer `simplex_weights` [K] for
-logging.
+constants included), is solved on the device with a fixed number of operations
+(`solvers.cagrad_simplex_weights`): `solver_iters` log-barrier Newton iterations find which w_i
+are zero, then the KKT conditions on that support are solved in closed form. With the default 16
+iterations the objective is within 1e-9 (relative to calpha |g0|^2 + |F*|) of a tightly
+converged SLSQP (ftol 1e-14) on random K = 2..10 problems, rank-deficient ones included
+(`tests/test_weighting_cagrad.py`), where SLSQP with its default tolerance, as the official code
+runs it, is far off on some of the same problems (it stops at once on small gradients).
+`update_weights_every` = n > 1 solves for w every n steps only and reuses it in between (the
+direction is still built from the current gradients). w is kept in the buffer `simplex_weights`
+[K] for logging.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class CAGrad(Weighting):
         calpha: float = 0.5,
         rescale: int = 1,
         scale_by_num_tasks: bool = False,
-        solver_iters: int = 30,
+        solver_iters: int = 16,
         update_weights_every: int = 1,
     ) -> None:
         super().__init__(num_tasks)
@@ -78,19 +81,20 @@ class CAGrad(Weighting):
 
     def combine(self, losses: torch.Tensor, context: StepContext) -> WeightingResult:
         grads = context.task_grads  # [K, P]
-        gram = grads @ grads.T
+        gram = (grads @ grads.T).to(torch.float64)
         if context.step % self.update_weights_every == 0:
             weights, radius = self.solve(gram)
             self.simplex_weights.copy_(weights)
         else:  # between solves: the last w, the current gradients and radius
             weights = self.simplex_weights
-            radius = self.calpha * torch.sqrt(gram.detach().to(torch.float64).mean() + 1e-8) + 1e-8
-        combined = weights.to(grads.dtype) @ grads  # g_w [P]
-        direction = grads.mean(dim=0) + (radius / (combined.norm() + 1e-8)).to(grads.dtype) * combined
+            radius = self.calpha * torch.sqrt(gram.mean() + 1e-8) + 1e-8
+        # d = g0 + c / |g_w| g_w = (1 / K + c / |g_w| w) @ G, with |g_w|^2 = w^T GG w: one pass over G
+        combined_norm = torch.sqrt((weights @ gram @ weights).clamp_min(0.0))
+        coefficients = 1.0 / self.num_tasks + radius / (combined_norm + 1e-8) * weights
         if self.rescale == 1:
-            direction = direction / (1 + self.calpha**2)
+            coefficients = coefficients / (1 + self.calpha**2)
         elif self.rescale == 2:
-            direction = direction / (1 + self.calpha)
+            coefficients = coefficients / (1 + self.calpha)
         if self.scale_by_num_tasks:
-            direction = direction * self.num_tasks
-        return WeightingResult(weights=self.ones, shared_grad=direction)
+            coefficients = coefficients * self.num_tasks
+        return WeightingResult(weights=self.ones, shared_grad=coefficients.to(grads.dtype) @ grads)
