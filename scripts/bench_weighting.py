@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-step cost of every weighting method relative to `uniform`, on the default MT10 agent and batch.
 
-    python scripts/bench_weighting.py [CONFIG] [--rounds 15] [--steps-per-round 10] [--methods a,b,...]
+    python scripts/bench_weighting.py [CONFIG] [--rounds 15] [--steps-per-round 20] [--methods a,b,...]
 
 Time: all methods are built on the same data and stepped round-robin in ONE process (each round
 runs every method for a few full training steps: sample, losses, weighting, backward, clip,
@@ -32,6 +32,8 @@ def default_methods() -> list[str]:
     names = WEIGHTINGS.names()
     variants = [
         "auto_lambda@update_every=4",
+        "auto_lambda@lookahead=real",
+        "auto_lambda@update_every=4@lookahead=real",
         "cagrad@update_weights_every=2",
         "nash_mtl@update_weights_every=4",
         "hydalearn@variant=first_order",
@@ -131,7 +133,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "mt10.yaml"))
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--steps-per-round", type=int, default=10)
+    parser.add_argument("--steps-per-round", type=int, default=20)  # a multiple of the update_every=4 variants
     parser.add_argument("--memory-steps", type=int, default=20)
     parser.add_argument(
         "--methods",

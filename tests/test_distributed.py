@@ -23,13 +23,15 @@ TASKS = ["reach-v3", "push-v3", "drawer-close-v3"]
 STEPS = 3
 # parameters that make each method's weights move visibly within STEPS steps; tolerances: Adam divides by
 # sqrt(v), so float32 rounding of a mean over 2 half-batches vs 1 batch can grow to ~1e-5 in 3 steps (lr 1e-3)
+# run name -> (weighting name, params)
 METHODS = {
-    "uniform": {},
-    "famo": {"w_lr": 0.5},
+    "uniform": ("uniform", {}),
+    "famo": ("famo", {"w_lr": 0.5}),
     # "held": the exact Jacobian of Adam's very first step is ~0, which leaves the meta-gradient to rounding
     # noise; fd_radius 1: the finite difference of float32 losses at radius 0.01 cancels to ~1% noise
-    "auto_lambda": {"meta_lr": 0.05, "jacobian": "held", "fd_radius": 1.0},
-    "pcgrad": {},
+    "auto_lambda": ("auto_lambda", {"meta_lr": 0.05, "jacobian": "held", "fd_radius": 1.0}),
+    "auto_lambda_real": ("auto_lambda", {"meta_lr": 0.05, "jacobian": "held", "fd_radius": 1.0, "lookahead": "real"}),
+    "pcgrad": ("pcgrad", {}),
 }
 
 
@@ -68,7 +70,7 @@ def write_config(folder: Path, name: str, method: str, steps: int = STEPS, **tra
         "env": {"tasks": list(TASKS)},
         "data": {"path": str(folder / "data.h5")},
         "agent": {"hidden_dim": 32, "num_layers": 2},
-        "weighting": {"name": method, "params": METHODS.get(method, {})},
+        "weighting": dict(zip(("name", "params"), METHODS.get(method, (method, {})))),
         "train": {"steps": steps, "batch_per_task": 8, "log_every": 1, "checkpoint_every": 1, "warmup_steps": 0, "num_threads": 1, **train},
     }
     path = folder / f"{name}.yaml"
@@ -143,7 +145,7 @@ def test_two_ranks_match_one_process(two_rank_runs, method):
     rank0, rank1 = (torch.load(folder / f"{method}_ddp_rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), (method, key)
-    if method in ("famo", "auto_lambda"):
+    if method in ("famo", "auto_lambda", "auto_lambda_real"):
         first = weights_per_step(reference.run_dir)
         assert first[0] != first[-1]  # the weights really moved, so the comparison means something
 

@@ -356,3 +356,80 @@ def test_shifted_evaluations_share_one_augmentation_draw(vectorize):
     assert not torch.equal(losses_at(params, batch), losses_at(params, batch))  # two draws differ
     same = losses_at_many(losses_at, {n: torch.stack([p, p, p]) for n, p in params.items()}, {}, batch, vectorize)
     assert torch.equal(same[0], same[1]) and torch.equal(same[1], same[2])
+
+
+class _Recorder:
+    """Wraps a BufferAdam's step to record the meta-gradients it is given."""
+
+    def __init__(self, method: AutoLambda) -> None:
+        self.grads: list[torch.Tensor] = []
+        step = method.meta_optimizer.step
+
+        def record(params, grad):
+            self.grads.append(grad.clone())
+            return step(params, grad)
+
+        method.meta_optimizer.step = record
+
+
+@pytest.mark.parametrize(
+    "make_optimizer, warm",
+    [
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3), 2),
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.5), 0),  # first step: no dampening
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.5), 2),
+        (lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1), 3),  # L2 decay enters the gradient
+        (lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1), 3),
+    ],
+)
+def test_real_lookahead_gives_the_virtual_meta_gradient(make_optimizer, warm):
+    """lookahead="real" takes theta' from the real step (with the current lambda) and dtheta'/dg
+    from the optimizer's updated state: the same meta-gradient as the virtual step."""
+    model, optimizer = warmed_up(make_optimizer, steps=warm)
+    twin_model, twin_optimizer = copy.deepcopy((model, optimizer))
+    batch, val = make_batch(1), make_batch(2)
+    lambdas = torch.tensor([0.1, 0.3, 0.7], dtype=torch.float64)
+
+    virtual = AutoLambda(K).double()
+    virtual.lambdas.copy_(lambdas)
+    want = virtual.meta_gradient(model(batch), context_for(model, optimizer, batch, val))
+
+    real = AutoLambda(K, lookahead="real").double()
+    real.lambdas.copy_(lambdas)
+    recorder = _Recorder(real)
+    context = context_for(twin_model, twin_optimizer, batch, val)
+    losses = twin_model(batch)
+    result = real.combine(losses, context)
+    torch.testing.assert_close(result.weights, lambdas)  # this step is taken with the current lambda
+    assert recorder.grads == []
+    twin_optimizer.zero_grad()
+    (result.weights * losses).sum().backward()
+    twin_optimizer.step()
+    real.after_step(None, context)
+    assert len(recorder.grads) == 1
+    torch.testing.assert_close(recorder.grads[0], want, rtol=1e-7, atol=1e-12)
+    assert not torch.equal(real.lambdas, lambdas)  # ... and the next step gets the updated one
+
+
+def test_real_lookahead_trains_through_the_engine_and_refuses_misuse():
+    from rlmtl.weighting.compose import Composite
+
+    torch.manual_seed(0)
+    model = TinyMTL()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    method = make_weighting("auto_lambda", K, {"meta_lr": 0.01, "lookahead": "real", "update_every": 2})
+    weights = run_steps(model, optimizer, module_backward(model, method, optimizer), range(5))
+    changed = [step for step in range(1, 5) if not torch.equal(weights[step], weights[step - 1])]
+    assert changed == [1, 3]  # updated after steps 0 and 2, applied from the next step
+    with pytest.raises(ValueError, match="lookahead"):
+        make_weighting("auto_lambda", K, {"lookahead": "sideways"})
+    with pytest.raises(ValueError, match="composition"):
+        Composite(AutoLambda(K, lookahead="real"), make_weighting("cagrad", K))
+    engine = module_backward(model, AutoLambda(K, lookahead="real"), optimizer)
+    batch, val = make_batch(0, dtype=torch.float32), make_batch(1, dtype=torch.float32)
+    optimizer.zero_grad()
+    engine.backward(model(batch), batch=batch, val_batch=val)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with pytest.raises(RuntimeError, match="before zero_grad"):
+        engine.after_step(None)

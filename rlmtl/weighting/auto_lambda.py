@@ -45,6 +45,19 @@ Differences from the official code, all deliberate:
   batched per-task-gradient route), the training losses are re-evaluated with `losses_at` on
   `context.batch` to take g.
 
+`lookahead="real"` (an option; default "virtual" as above): the real step IS the lookahead. On a
+meta-update step the real optimizer step is taken with the current lambda, which is exactly
+theta' of point 2 (the virtual step mirrors it), then d (point 3) is taken at the new parameters
+and the finite difference (point 4) at the saved old ones, with v = (dtheta'/dg) d read from the
+optimizer's updated state and the gradient it applied (after the trainer's clipping;
+`lookahead.applied_step_scale`). Same meta-gradient, two differences: the updated lambda weights the losses
+from the NEXT step on (official: already in this step's real update, so lambda lags one step),
+and theta' includes gradient clipping (the virtual step ignores it, as the official code; the clip
+factor's own dependence on lambda is ignored). It saves the backward pass for g and the virtual
+step, a third of a meta-update's cost: with `update_every=4` it is the configuration that meets
+rlmtl's 1.5x-of-uniform cost bar (README). It needs the real gradient to be the lambda-weighted
+one, so it cannot be composed with a gradient method (`uses_real_step`).
+
 lambda is raw and unconstrained (no softmax, no clamp), initialised to `weight_init` = 0.1, as in the
 official code. The meta optimizer is Adam (betas 0.9/0.999, eps 1e-8, no weight decay, as the official
 `optim.Adam([meta_weights], lr)`), kept in buffers (`BufferAdam`) so it is saved with the checkpoint.
@@ -58,9 +71,9 @@ can move by up to 20x its initial value, which is ample. Raise it for short runs
 Auxiliary mode: with `primary_tasks` (a bool mask [K]) only those tasks enter the validation loss;
 lambda is still learned for every task. Without it (None) every task is primary (multi-task mode).
 
-Cost per update step (beyond the real step): 1 backward through the training losses' graph, one
-forward + backward on the validation batch at theta', and 2 forwards (one vmapped call) for the
-finite difference; `update_every` > 1 amortises it. Measured on CPU (K = 10, 3x256 MLP agent,
+Cost per update step (beyond the real step): 1 backward through the training losses' graph (not
+with lookahead="real"), one forward + backward on the validation batch at theta', and 2 forwards
+(one vmapped call) for the finite difference; `update_every` > 1 amortises it. Measured on CPU (K = 10, 3x256 MLP agent,
 batch 32 per task, AdamW): see scripts/bench_weighting.py and the README (the official code:
 3.8x, shared/reference/weighting.md §1.2); on such a small model Python overhead dominates.
 
@@ -70,11 +83,13 @@ Not mirrored (as in the official code): gradient clipping applied by the trainer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rlmtl.weighting.adam import BufferAdam
 from rlmtl.weighting.base import Params, Requirements, StepContext, Weighting, WeightingResult, mean_over_ranks, register_weighting
-from rlmtl.weighting.lookahead import losses_at_many, virtual_step_and_scale
+from rlmtl.weighting.lookahead import applied_step_scale, losses_at_many, virtual_step_and_scale, without_history
 
 
 @register_weighting("auto_lambda")
@@ -91,6 +106,8 @@ class AutoLambda(Weighting):
         vectorize: evaluate the two finite-difference points in one vmapped call.
         jacobian: "exact" (Adam's full elementwise step derivative) or "held" (its second moment
             held fixed); identical for SGD, see the module docstring.
+        lookahead: "virtual" (official: a virtual step, then the real step with the updated
+            lambda) or "real" (the real step is the lookahead; lambda applies from the next step).
     """
 
     requirements = Requirements(val_batch=True, optimizer=True, functional_losses=True)
@@ -105,6 +122,7 @@ class AutoLambda(Weighting):
         fd_radius: float = 0.01,
         vectorize: bool = True,
         jacobian: str = "exact",
+        lookahead: str = "virtual",
     ) -> None:
         super().__init__(num_tasks)
         if update_every < 1:
@@ -113,7 +131,12 @@ class AutoLambda(Weighting):
             raise ValueError(f"meta_lr and fd_radius must be positive, got {meta_lr}, {fd_radius}")
         if jacobian not in ("held", "exact"):
             raise ValueError(f"jacobian must be 'held' or 'exact', got {jacobian!r}")
+        if lookahead not in ("virtual", "real"):
+            raise ValueError(f"lookahead must be 'virtual' or 'real', got {lookahead!r}")
         self.jacobian = jacobian
+        self.lookahead = lookahead
+        self.uses_real_step = lookahead == "real"
+        self._pending: _RealLookahead | None = None  # lookahead="real": between combine and after_step
         self.update_every = int(update_every)
         self.fd_radius = float(fd_radius)
         self.vectorize = bool(vectorize)
@@ -123,9 +146,40 @@ class AutoLambda(Weighting):
     def combine(self, losses: torch.Tensor, context: StepContext) -> WeightingResult:
         """losses [K] (with their graph, or detached on the per-task-gradient route) -> lambda [K]."""
         if context.step % self.update_every == 0:
-            grad = self.meta_gradient(losses, context)
-            self.meta_optimizer.step(self.lambdas, grad.detach().to(self.lambdas.dtype))
+            if self.lookahead == "real":
+                self._begin_real_lookahead(context)
+            else:
+                grad = self.meta_gradient(losses, context)
+                self.meta_optimizer.step(self.lambdas, grad.detach().to(self.lambdas.dtype))
         return WeightingResult(weights=self.lambdas.clone())
+
+    def after_step(self, losses_after: torch.Tensor | None, context: StepContext) -> None:
+        """lookahead="real": the meta-update, now that the real step (theta') has been taken."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        named = pending.named
+        grads = {name: named[name].grad.detach() for name in pending.start if named[name].grad is not None}
+        if not grads:
+            raise RuntimeError("auto_lambda (lookahead='real'): no gradients after the step; call after_step() before zero_grad()")
+        scales = applied_step_scale(
+            pending.optimizer, named, grads, pending.start, exact=self.jacobian == "exact", first_steps=pending.first_steps
+        )
+        stepped = {name: named[name].detach().requires_grad_() for name in scales}
+        start = {**{name: param.detach() for name, param in named.items()}, **pending.start}
+        grad = self._meta_gradient_from(context, start, stepped, scales)
+        self.meta_optimizer.step(self.lambdas, grad.detach().to(self.lambdas.dtype))
+
+    def _begin_real_lookahead(self, context: StepContext) -> None:
+        """Save theta (and which parameters have no optimizer history) before the real step."""
+        optimizer, named = context.optimizer, context.named_parameters
+        if optimizer is None or named is None or context.losses_at is None or context.val_batch is None:
+            raise ValueError("auto_lambda needs optimizer, named_parameters, losses_at and val_batch in the context")
+        if context.batch is None:
+            raise ValueError("auto_lambda evaluates the training losses at shifted parameters: pass batch= to backward()")
+        trainable = {name: param for name, param in named.items() if param.requires_grad}
+        start = {name: param.detach().clone() for name, param in trainable.items()}
+        self._pending = _RealLookahead(named=named, start=start, optimizer=optimizer, first_steps=without_history(optimizer, trainable))
 
     def uses_val_batch(self, step: int) -> bool:
         """The validation batch is read on meta-update steps only."""
@@ -158,7 +212,12 @@ class AutoLambda(Weighting):
         with torch.no_grad():  # theta' and d theta'/d g (used in 4.) share the moment updates
             stepped, scales = virtual_step_and_scale(optimizer, named, inputs, exact=self.jacobian == "exact")
         leaves = {name: stepped[name].detach().requires_grad_() for name in moved}
+        return self._meta_gradient_from(context, detached, leaves, scales)
 
+    def _meta_gradient_from(self, context: StepContext, start: Params, leaves: Params, scales: Params) -> torch.Tensor:
+        """Points 3 and 4: from theta (`start`, every parameter), theta' (`leaves`, the moved
+        parameters, requiring grad) and dtheta'/dg (`scales`) to the meta-gradient [K]."""
+        losses_at, detached = context.losses_at, start
         # 3. d = grad_theta' sum_{i primary} L_i(theta'; val)
         val_losses = losses_at({**detached, **leaves}, context.val_batch)
         primary = torch.ones_like(val_losses) if context.primary_tasks is None else context.primary_tasks.to(val_losses.dtype)
@@ -172,7 +231,8 @@ class AutoLambda(Weighting):
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in direction.values()]))
         eps = self.fd_radius / norm.clamp_min(torch.finfo(norm.dtype).tiny)
         with torch.no_grad():
-            varying = {name: torch.stack([detached[name] + eps * v, detached[name] - eps * v]) for name, v in direction.items()}
+            signs = torch.stack([eps, -eps])  # theta + eps v and theta - eps v, each in one operation per parameter
+            varying = {name: torch.addcmul(detached[name], signs.view(2, *[1] * v.dim()), v) for name, v in direction.items()}
             fixed = {name: value for name, value in detached.items() if name not in varying}
             shifted = context.reduce_mean(losses_at_many(losses_at, varying, fixed, context.batch, self.vectorize))  # [2, K]
             return (shifted[0] - shifted[1]) / (2 * eps)
@@ -181,3 +241,13 @@ class AutoLambda(Weighting):
         """Raise if lambda has become non-finite (called at log intervals, where a sync is fine)."""
         if not bool(torch.isfinite(self.lambdas).all()):
             raise FloatingPointError(f"auto_lambda: non-finite task weights {self.lambdas.tolist()}")
+
+
+@dataclass
+class _RealLookahead:
+    """A meta-update in progress with lookahead="real", from combine to after_step."""
+
+    named: dict[str, torch.nn.Parameter]
+    start: Params  # theta before the real step (detached copies of the trainable parameters)
+    optimizer: torch.optim.Optimizer
+    first_steps: set[str]  # parameters without optimizer state before the step (`without_history`)

@@ -114,6 +114,10 @@ class Weighting(nn.Module):
     # On a non-finite step (skipped, state restored) the engine hands a method whose solver would
     # raise or fail on NaN input a finite stand-in for the task gradients; others see them as is.
     needs_finite_task_grads: bool = False
+    # The method reads the real optimizer step as its own lookahead (Auto-Lambda with
+    # lookahead="real"), so the real gradient must be the one its weights give: it cannot be the
+    # first or second part of a composition with a gradient method.
+    uses_real_step: bool = False
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()

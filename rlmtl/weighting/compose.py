@@ -31,6 +31,12 @@ class Composite(Weighting):
     def __init__(self, first: Weighting, second: Weighting) -> None:
         if first.num_tasks != second.num_tasks:
             raise ValueError(f"cannot compose methods for {first.num_tasks} and {second.num_tasks} tasks")
+        for part in (first, second):
+            if part.uses_real_step:
+                raise ValueError(
+                    f"{type(part).__name__} takes the real optimizer step as its lookahead, which a composition replaces: "
+                    "use its virtual lookahead (e.g. auto_lambda's lookahead='virtual') here"
+                )
         super().__init__(first.num_tasks)
         self.first = first
         self.second = second

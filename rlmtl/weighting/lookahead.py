@@ -16,6 +16,7 @@ and makes the scale -lr/eps.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -94,31 +95,103 @@ def _adam_terms(
     exact: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Adam/AdamW's next parameters for `grad` (step number `step`), and optionally the elementwise
-    d theta'/d g of `step_scale` (exact: second moment's own path included)."""
+    d theta'/d g of `step_scale` (exact: second moment's own path included).
+
+    Written with PyTorch's own operation order (denominator sqrt(v) / sqrt(b2) + eps, step size
+    lr / b1) and fused operations (lerp, addcmul, addcdiv): every operation reads the whole
+    parameter, so on a CPU their number is the cost. Out of place, so it stays differentiable."""
     beta1, beta2 = group["betas"]
     lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+    bias1, bias2 = 1 - beta1**step, 1 - beta2**step
     base = param
     if weight_decay:
         if decoupled:
             base = param * (1 - lr * weight_decay)
         else:
-            grad = grad + weight_decay * param
-    first = beta1 * exp_avg + (1 - beta1) * grad if exp_avg is not None else (1 - beta1) * grad
-    second = beta2 * exp_avg_sq + (1 - beta2) * grad * grad if exp_avg_sq is not None else (1 - beta2) * grad * grad
-    root = (second / (1 - beta2**step)).sqrt()
+            grad = grad.add(param, alpha=weight_decay)
+    first = torch.lerp(exp_avg, grad, 1 - beta1) if exp_avg is not None else grad * (1 - beta1)
+    second = torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2) if exp_avg_sq is not None else grad.square() * (1 - beta2)
+    root = second.sqrt() / math.sqrt(bias2)  # sqrt(v_hat)
     denominator = root + eps
-    first_hat = first / (1 - beta1**step)
-    stepped = base - lr * first_hat / denominator
+    stepped = torch.addcdiv(base, first, denominator, value=-lr / bias1)
     if not scale:
         return stepped, None
-    scales = -lr * (1 - beta1) / (1 - beta1**step) / denominator
-    if exact:
-        # where v_hat = 0 the moment's path vanishes (g' = 0 there): keep only the first term
-        moment_path = torch.where(
-            root > 0, first_hat * (1 - beta2) * grad / ((1 - beta2**step) * denominator**2 * root.clamp_min(1e-30)), torch.zeros_like(root)
-        )
-        scales = scales + lr * moment_path
-    return stepped, scales
+    return stepped, _adam_scale(first, grad, root, denominator, bias1, bias2, group, exact)
+
+
+def _adam_scale(
+    first: torch.Tensor,
+    grad: torch.Tensor,
+    root: torch.Tensor,
+    denominator: torch.Tensor,
+    bias1: float,
+    bias2: float,
+    group: dict[str, Any],
+    exact: bool,
+) -> torch.Tensor:
+    """d theta'/d g of an Adam/AdamW step from its updated first moment, the (effective) gradient,
+    sqrt(v_hat) = `root` and D = root + eps:
+    -lr (1 - beta1) / (b1 D)  [+ lr (1 - beta2) / (b1 b2) m g / (D^2 sqrt(v_hat)) if exact]."""
+    beta1, beta2 = group["betas"]
+    lr = group["lr"]
+    first_term = torch.tensor(-lr * (1 - beta1) / bias1, dtype=first.dtype, device=first.device)
+    if not exact:
+        return first_term / denominator
+    # where v_hat = 0, g = 0 too, so the clamped product gives the moment path its limit 0
+    product = (denominator * root).clamp_min(torch.finfo(root.dtype).tiny)
+    inner = torch.addcdiv(first_term, first * grad, product, value=lr * (1 - beta2) / (bias1 * bias2))
+    return inner / denominator
+
+
+def without_history(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter]) -> set[str]:
+    """Names of the parameters the optimizer keeps no state for yet (their next step is their
+    first); `applied_step_scale` needs it for SGD with dampening, whose first step differs."""
+    return {name for name, param in parameters.items() if not optimizer.state.get(param)}
+
+
+@torch.no_grad()
+def applied_step_scale(
+    optimizer: torch.optim.Optimizer,
+    parameters: dict[str, nn.Parameter],
+    grads: Params,
+    before: Params,
+    exact: bool = False,
+    first_steps: set[str] = frozenset(),  # type: ignore[assignment]
+) -> Params:
+    """d theta'/d g of the step `optimizer` has JUST taken with `grads`, read from its updated
+    state: the values `step_scale(optimizer, parameters, grads, exact)` gives before the step,
+    without recomputing the moments. `before`: the parameters before the step (Adam's L2 weight
+    decay adds weight_decay * theta to g); `first_steps`: `without_history` before the step."""
+    kind = _check_supported(optimizer)
+    groups = _groups_by_param(optimizer)
+    scales: Params = {}
+    for name, grad in grads.items():
+        param = parameters[name]
+        group, state = groups.get(id(param)), optimizer.state.get(param, {})
+        if group is None:
+            continue
+        if kind == "sgd":
+            scales[name] = torch.full_like(param, -group["lr"] * _sgd_factor(group, name in first_steps))
+            continue
+        beta1, beta2 = group["betas"]
+        step = float(state["step"])
+        bias1, bias2 = 1 - beta1**step, 1 - beta2**step
+        if group["weight_decay"] and kind == "adam":
+            grad = grad.add(before[name], alpha=group["weight_decay"])
+        root = state["exp_avg_sq"].sqrt().div_(math.sqrt(bias2))
+        denominator = root + group["eps"]
+        scales[name] = _adam_scale(state["exp_avg"], grad, root, denominator, bias1, bias2, group, exact)
+    return scales
+
+
+def _sgd_factor(group: dict[str, Any], first_step: bool) -> float:
+    """d(update direction)/d g of SGD: 1 on a parameter's first step or without momentum, else
+    1 - dampening; times 1 + momentum with nesterov."""
+    momentum, dampening = group["momentum"], group["dampening"]
+    factor = 1.0 if (momentum == 0 or first_step) else 1.0 - dampening
+    if group["nesterov"] and momentum:
+        factor = factor * (1.0 + momentum)
+    return factor
 
 
 def step_scale(
@@ -142,12 +215,7 @@ def step_scale(
         state = optimizer.state.get(param, {})
         lr = group["lr"]
         if kind == "sgd":
-            momentum, dampening = group["momentum"], group["dampening"]
-            first = state.get("momentum_buffer") is None
-            factor = 1.0 if (momentum == 0 or first) else 1.0 - dampening
-            if group["nesterov"] and momentum:
-                factor = factor * (1.0 + momentum)
-            scales[name] = torch.full_like(param, -lr * factor)
+            scales[name] = torch.full_like(param, -lr * _sgd_factor(group, state.get("momentum_buffer") is None))
         else:  # no gradient given: the pre-step moment, bias-corrected for the steps it has seen
             beta1, beta2 = group["betas"]
             step = float(state["step"]) + 1 if "step" in state else 1.0
