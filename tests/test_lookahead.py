@@ -88,3 +88,20 @@ def test_exact_step_scale_is_the_elementwise_derivative(kind):
         (derivative,) = torch.autograd.grad(stepped[name].sum(), grad, retain_graph=True)
         torch.testing.assert_close(scales[name], derivative, rtol=1e-9, atol=1e-12, msg=name)
         torch.testing.assert_close(shared[name], derivative, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_terms_take_the_step_count_as_a_device_tensor(decoupled):
+    """Fused/capturable AdamW keep `step` on the accelerator: the lookahead then computes with it as
+    a tensor instead of reading it (a host sync); both give the same numbers."""
+    from rlmtl.weighting.lookahead import _adam_terms, _step_count
+
+    assert torch.is_tensor(_step_count({"step": torch.tensor(3.0, device="meta")}, 1.0))
+    assert _step_count({"step": torch.tensor(3.0)}, 1.0) == 4.0 and _step_count({}, 1.0) == 1.0
+    generator = torch.Generator().manual_seed(0)
+    param, grad, first, second = (torch.randn(5, 4, generator=generator) for _ in range(4))
+    group = {"betas": (0.9, 0.999), "lr": 0.01, "eps": 1e-8, "weight_decay": 0.1}
+    as_float = _adam_terms(param, grad, first, second.abs(), 4.0, group, decoupled, True, True)
+    as_tensor = _adam_terms(param, grad, first, second.abs(), torch.tensor(4.0, dtype=torch.float64), group, decoupled, True, True)
+    for a, b in zip(as_float, as_tensor):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9)

@@ -16,7 +16,6 @@ and makes the scale -lr/eps.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
@@ -72,7 +71,7 @@ def virtual_step_and_scale(
         if kind == "sgd":
             updated[name] = _sgd(param, grad, group, state)
             continue
-        step = float(state["step"]) + 1 if "step" in state else 1.0
+        step = _step_count(state, 1.0)
         updated[name], step_scales = _adam_terms(
             param, grad, state.get("exp_avg"), state.get("exp_avg_sq"), step, group, kind == "adamw", scale, exact
         )
@@ -88,7 +87,7 @@ def _adam_terms(
     grad: torch.Tensor,
     exp_avg: torch.Tensor | None,
     exp_avg_sq: torch.Tensor | None,
-    step: float,
+    step: float | torch.Tensor,
     group: dict[str, Any],
     decoupled: bool,
     scale: bool,
@@ -111,9 +110,9 @@ def _adam_terms(
             grad = grad.add(param, alpha=weight_decay)
     first = torch.lerp(exp_avg, grad, 1 - beta1) if exp_avg is not None else grad * (1 - beta1)
     second = torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2) if exp_avg_sq is not None else grad.square() * (1 - beta2)
-    root = second.sqrt() / math.sqrt(bias2)  # sqrt(v_hat)
+    root = second.sqrt() / bias2**0.5  # sqrt(v_hat)
     denominator = root + eps
-    stepped = torch.addcdiv(base, first, denominator, value=-lr / bias1)
+    stepped = _addcdiv(base, first, denominator, -lr / bias1)
     if not scale:
         return stepped, None
     return stepped, _adam_scale(first, grad, root, denominator, bias1, bias2, group, exact)
@@ -124,8 +123,8 @@ def _adam_scale(
     grad: torch.Tensor,
     root: torch.Tensor,
     denominator: torch.Tensor,
-    bias1: float,
-    bias2: float,
+    bias1: float | torch.Tensor,
+    bias2: float | torch.Tensor,
     group: dict[str, Any],
     exact: bool,
 ) -> torch.Tensor:
@@ -134,13 +133,30 @@ def _adam_scale(
     -lr (1 - beta1) / (b1 D)  [+ lr (1 - beta2) / (b1 b2) m g / (D^2 sqrt(v_hat)) if exact]."""
     beta1, beta2 = group["betas"]
     lr = group["lr"]
-    first_term = torch.tensor(-lr * (1 - beta1) / bias1, dtype=first.dtype, device=first.device)
+    first_term = torch.as_tensor(-lr * (1 - beta1) / bias1, dtype=first.dtype, device=first.device)
     if not exact:
         return first_term / denominator
     # where v_hat = 0, g = 0 too, so the clamped product gives the moment path its limit 0
     product = (denominator * root).clamp_min(torch.finfo(root.dtype).tiny)
-    inner = torch.addcdiv(first_term, first * grad, product, value=lr * (1 - beta2) / (bias1 * bias2))
+    inner = _addcdiv(first_term, first * grad, product, lr * (1 - beta2) / (bias1 * bias2))
     return inner / denominator
+
+
+def _step_count(state: dict[str, Any], offset: float = 0.0) -> float | torch.Tensor:
+    """Adam's step counter (+ `offset`; 0 without state) as a float, or as a 0-dim tensor where the
+    optimizer keeps it on an accelerator (fused or capturable Adam/AdamW): reading that would make
+    the host wait for the device."""
+    step = state.get("step", 0.0)
+    if torch.is_tensor(step) and step.device.type != "cpu":
+        return step.to(torch.float64) + offset
+    return float(step) + offset
+
+
+def _addcdiv(start: torch.Tensor, numerator: torch.Tensor, divisor: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
+    """start + value * numerator / divisor; `value` may be a 0-dim tensor (no host read)."""
+    if torch.is_tensor(value):
+        return start + (numerator / divisor) * value.to(numerator.dtype)
+    return torch.addcdiv(start, numerator, divisor, value=value)
 
 
 def without_history(optimizer: torch.optim.Optimizer, parameters: dict[str, nn.Parameter]) -> set[str]:
@@ -174,11 +190,11 @@ def applied_step_scale(
             scales[name] = torch.full_like(param, -group["lr"] * _sgd_factor(group, name in first_steps))
             continue
         beta1, beta2 = group["betas"]
-        step = float(state["step"])
+        step = _step_count(state)
         bias1, bias2 = 1 - beta1**step, 1 - beta2**step
         if group["weight_decay"] and kind == "adam":
             grad = grad.add(before[name], alpha=group["weight_decay"])
-        root = state["exp_avg_sq"].sqrt().div_(math.sqrt(bias2))
+        root = state["exp_avg_sq"].sqrt() / bias2**0.5
         denominator = root + group["eps"]
         scales[name] = _adam_scale(state["exp_avg"], grad, root, denominator, bias1, bias2, group, exact)
     return scales
