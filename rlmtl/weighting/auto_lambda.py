@@ -54,8 +54,8 @@ optimizer's updated state and the gradient it applied (after the trainer's clipp
 from the NEXT step on (official: already in this step's real update, so lambda lags one step),
 and theta' includes gradient clipping (the virtual step ignores it, as the official code; the clip
 factor's own dependence on lambda is ignored). It saves the backward pass for g and the virtual
-step, a third of a meta-update's cost: with `update_every=4` it is the configuration that meets
-rlmtl's 1.5x-of-uniform cost bar (README). It needs the real gradient to be the lambda-weighted
+step, about a fifth of a meta-update's cost on rlmtl's MT10 agent: with `update_every=4` it is the
+configuration that meets rlmtl's 1.5x-of-uniform cost bar (README). It needs the real gradient to be the lambda-weighted
 one, so it cannot be composed with a gradient method (`uses_real_step`).
 
 lambda is raw and unconstrained (no softmax, no clamp), initialised to `weight_init` = 0.1, as in the

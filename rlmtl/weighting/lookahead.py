@@ -16,7 +16,7 @@ and makes the scale -lr/eps.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 from torch import nn
@@ -172,7 +172,7 @@ def applied_step_scale(
     grads: Params,
     before: Params,
     exact: bool = False,
-    first_steps: set[str] = frozenset(),  # type: ignore[assignment]
+    first_steps: Collection[str] = frozenset(),
 ) -> Params:
     """d theta'/d g of the step `optimizer` has JUST taken with `grads`, read from its updated
     state: the values `step_scale(optimizer, parameters, grads, exact)` gives before the step,
