@@ -84,6 +84,7 @@ Not mirrored (as in the official code): gradient clipping applied by the trainer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -172,11 +173,7 @@ class AutoLambda(Weighting):
 
     def _begin_real_lookahead(self, context: StepContext) -> None:
         """Save theta (and which parameters have no optimizer history) before the real step."""
-        optimizer, named = context.optimizer, context.named_parameters
-        if optimizer is None or named is None or context.losses_at is None or context.val_batch is None:
-            raise ValueError("auto_lambda needs optimizer, named_parameters, losses_at and val_batch in the context")
-        if context.batch is None:
-            raise ValueError("auto_lambda evaluates the training losses at shifted parameters: pass batch= to backward()")
+        optimizer, named, _ = _checked(context)
         trainable = {name: param for name, param in named.items() if param.requires_grad}
         start = {name: param.detach().clone() for name, param in trainable.items()}
         self._pending = _RealLookahead(named=named, start=start, optimizer=optimizer, first_steps=without_history(optimizer, trainable))
@@ -190,11 +187,7 @@ class AutoLambda(Weighting):
 
         Reads context.optimizer, named_parameters, losses_at, batch (the training batch, for the
         finite difference), val_batch and primary_tasks. Leaves the model and optimizer untouched."""
-        optimizer, named, losses_at = context.optimizer, context.named_parameters, context.losses_at
-        if optimizer is None or named is None or losses_at is None or context.val_batch is None:
-            raise ValueError("auto_lambda needs optimizer, named_parameters, losses_at and val_batch in the context")
-        if context.batch is None:
-            raise ValueError("auto_lambda evaluates the training losses at shifted parameters: pass batch= to backward()")
+        optimizer, named, losses_at = _checked(context)
         names = [name for name, param in named.items() if param.requires_grad]
         detached: Params = {name: param.detach() for name, param in named.items()}
 
@@ -241,6 +234,16 @@ class AutoLambda(Weighting):
         """Raise if lambda has become non-finite (called at log intervals, where a sync is fine)."""
         if not bool(torch.isfinite(self.lambdas).all()):
             raise FloatingPointError(f"auto_lambda: non-finite task weights {self.lambdas.tolist()}")
+
+
+def _checked(context: StepContext) -> tuple[torch.optim.Optimizer, dict[str, torch.nn.Parameter], Any]:
+    """(optimizer, named parameters, losses_at) of a meta-update's context; ValueError naming what is missing."""
+    optimizer, named, losses_at = context.optimizer, context.named_parameters, context.losses_at
+    if optimizer is None or named is None or losses_at is None or context.val_batch is None:
+        raise ValueError("auto_lambda needs optimizer, named_parameters, losses_at and val_batch in the context")
+    if context.batch is None:
+        raise ValueError("auto_lambda evaluates the training losses at shifted parameters: pass batch= to backward()")
+    return optimizer, named, losses_at
 
 
 @dataclass

@@ -69,25 +69,22 @@ class CAGrad(Weighting):
         # persistent: with update_weights_every > 1 the steps between solves reuse it (exact resume)
         self.register_buffer("simplex_weights", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
 
-    def solve(self, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """w [K] (float64) on the simplex and c (0-dim) for GG = `gram` [K, K]."""
-        gram = gram.detach().to(torch.float64)
-        radius = self.calpha * torch.sqrt(gram.mean() + 1e-8) + 1e-8
+    def solve(self, gram: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+        """w [K] (float64) on the simplex for GG = `gram` [K, K] (float64) and c = `radius`."""
         # divide the objective by s = trace / K: A = GG / s, b = A 1 / K, c / sqrt(s), eps / s
         scale = (gram.diagonal().mean() + 1e-8).clamp_min(torch.finfo(torch.float64).tiny)
         matrix = gram / scale
-        weights = cagrad_simplex_weights(matrix, matrix.mean(dim=1), radius / scale.sqrt(), 1e-8 / scale, iterations=self.solver_iters)
-        return weights, radius
+        return cagrad_simplex_weights(matrix, matrix.mean(dim=1), radius / scale.sqrt(), 1e-8 / scale, iterations=self.solver_iters)
 
     def combine(self, losses: torch.Tensor, context: StepContext) -> WeightingResult:
         grads = context.task_grads  # [K, P]
-        gram = (grads @ grads.T).to(torch.float64)
+        gram = (grads @ grads.T).detach().to(torch.float64)
+        radius = self.calpha * torch.sqrt(gram.mean() + 1e-8) + 1e-8  # c = calpha |g0| (+ 1e-8)
         if context.step % self.update_weights_every == 0:
-            weights, radius = self.solve(gram)
+            weights = self.solve(gram, radius)
             self.simplex_weights.copy_(weights)
-        else:  # between solves: the last w, the current gradients and radius
+        else:  # between solves: the last w with the current gradients and radius
             weights = self.simplex_weights
-            radius = self.calpha * torch.sqrt(gram.mean() + 1e-8) + 1e-8
         # d = g0 + c / |g_w| g_w = (1 / K + c / |g_w| w) @ G, with |g_w|^2 = w^T GG w: one pass over G
         combined_norm = torch.sqrt((weights @ gram @ weights).clamp_min(0.0))
         coefficients = 1.0 / self.num_tasks + radius / (combined_norm + 1e-8) * weights
