@@ -8,12 +8,15 @@ runs every method for a few full training steps: sample, losses, weighting, back
 AdamW, post-step work), so machine noise hits them alike; the table gives the median per-step
 time over rounds, its ratio to uniform and the spread (min-max of the per-round ratio).
 Memory: in a fresh process per method, the peak memory the training steps use above the resident
-set after two warm-up steps (on CUDA: peak allocated device memory above the allocated baseline).
+set after two warm-up steps, with glibc told to map large allocations individually so that the
+resident set follows the live tensors (on CUDA: peak allocated device memory above the allocated
+baseline).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -123,7 +126,11 @@ def peak_memory(config_path: str, method: str, extra: list[str], steps: int) -> 
         f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import bench_weighting as b;"
         f"print(b.step_memory({config_path!r}, {method!r}, {extra!r}, {steps}))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    # glibc maps every allocation of 64 KiB or more on its own and returns freed memory at once, so
+    # the resident set follows the live tensors: without this, reuse of freed heap memory made
+    # the peak vary by tens of MiB between runs
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{method}: {result.stderr.strip().splitlines()[-1] if result.stderr else 'failed'}")
     return float(result.stdout.strip().splitlines()[-1])
