@@ -170,7 +170,7 @@ class MultiTaskBackward:
             method_losses = mean_losses + (losses - losses.detach()) if losses.requires_grad else mean_losses
         bad = None
         if self.skip_nonfinite:
-            self._saved_state = {name: value.detach().clone() for name, value in self.weighting.state_dict(keep_vars=True).items()}
+            self._save_state()
             self.nonfinite_tasks = ~torch.isfinite(mean_losses)
             bad = self.nonfinite_tasks.any()
             if task_grads is not None:
@@ -240,13 +240,24 @@ class MultiTaskBackward:
         return self._identity
 
     @torch.no_grad()
+    def _save_state(self) -> None:
+        """Copy the method's state into buffers kept from step to step (allocated again only when
+        a tensor's shape, dtype or device changes), for `_restore_state`."""
+        for name, value in self.weighting.state_dict(keep_vars=True).items():
+            saved = self._saved_state.get(name)
+            if saved is None or saved.shape != value.shape or saved.dtype != value.dtype or saved.device != value.device:
+                self._saved_state[name] = value.detach().clone()
+            else:
+                saved.copy_(value)
+
+    @torch.no_grad()
     def _restore_state(self, bad: torch.Tensor) -> None:
-        """Where `bad` (a 0-dim bool on the device; no host sync) put back the state saved in backward.
-        A tensor whose shape changed in the step (DB-MTL's first gradient buffer) is zeroed instead."""
+        """Where `bad` (a 0-dim bool on the device; no host sync) put back the state saved in backward,
+        in place. A tensor whose shape changed in the step (DB-MTL's first gradient buffer) is zeroed instead."""
         for name, live in self.weighting.state_dict(keep_vars=True).items():
             saved = self._saved_state.get(name)
             if saved is not None:
-                live.copy_(torch.where(bad, saved if saved.shape == live.shape else torch.zeros_like(live), live))
+                torch.where(bad, saved if saved.shape == live.shape else torch.zeros_like(live), live, out=live)
 
     # ------------------------------------------------------------------ gradients
     def _autograd_task_grads(self, losses: torch.Tensor) -> torch.Tensor:
