@@ -2,11 +2,13 @@
 """MT10 success per weighting method over seeds, in two settings, as a Markdown table.
 
     python scripts/compare_methods.py [--methods uniform,famo,...] [--seeds 0,1,2] [--settings default,hard]
+                                      [--results results/weighting_comparison.json] [--table-only]
 
 Each (setting, method, seed) is one `rlmtl run configs/compare_<setting>.yaml` in
 runs/compare/<setting>-<method>-seed<seed>; a finished run (eval.json present) is not redone, so
-the script resumes where it stopped. Results are gathered into results/weighting_comparison.json
-(written atomically after every run) and printed as mean ± std over seeds.
+the script resumes where it stopped. Results are gathered into `--results` (default
+results/weighting_comparison.json; written atomically after every run) and printed as mean ± std
+over seeds.
 """
 
 from __future__ import annotations
@@ -70,16 +72,17 @@ def main() -> int:
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default="default,hard")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file the results are kept in")
     parser.add_argument("--table-only", action="store_true", help="print the table of the results gathered so far; run nothing")
     args = parser.parse_args()
     methods, settings = args.methods.split(","), args.settings.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     for seed in [] if args.table_only else seeds:  # seeds outermost: a partial sweep still covers every method
         for setting in settings:
             for method in methods:
                 results[f"{setting}/{method}/{seed}"] = run_one(setting, method, seed)
-                write_text_atomic(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
+                write_text_atomic(args.results, json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(table(results, settings, methods, seeds))
     return 0
 
