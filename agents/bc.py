@@ -20,10 +20,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from agents.encoders import ObservationEncoder, random_shift
-from agents.heads import TaskHeads, apply_head
-
-Batch = dict[str, Any]
+from rlmtl.agents.base import Batch
+from rlmtl.agents.encoders import ObservationEncoder, random_shift
+from rlmtl.agents.heads import TaskHeads, apply_head
 
 
 def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -37,7 +36,7 @@ def _normalise_actions(actions: torch.Tensor, center: torch.Tensor, scale: torch
 
 
 class MultiTaskBC(nn.Module):
-    """Shared `ObservationEncoder` + `TaskHeads`.
+    """Shared `ObservationEncoder` + `TaskHeads`; implements `MultiTaskAgent` (agents/base.py).
 
     Args:
         obs_shapes: observation key -> per-step shape, for the keys the agent reads.
@@ -162,6 +161,13 @@ class MultiTaskBC(nn.Module):
             tree, self.task_inputs(batch)
         )
         return losses, grads
+
+    def gradient_rows(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """`per_task_gradients` in the weighting engine's layout: (losses [K], the encoder's
+        gradients as one [K, P] matrix, the heads' [K, ...] gradients as a list)."""
+        losses, grads = self.per_task_gradients(batch)
+        shared = torch.cat([g.reshape(self.num_tasks, -1) for g in grads["encoder"].values()], dim=1)
+        return losses, shared, [*grads["heads"][0], *grads["heads"][1]]
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """[K, B, A] env actions -> [-1, 1] per task."""

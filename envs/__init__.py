@@ -4,8 +4,8 @@ Backends register themselves in `BACKENDS`; importing this package registers the
 (the simulators themselves are imported lazily, when an environment is made).
 """
 
-from envs import metaworld_backend as _metaworld_backend  # noqa: F401  (registers "metaworld")
-from envs import rlbench_backend as _rlbench_backend  # noqa: F401  (registers "rlbench"; RLBench itself loads lazily)
-from envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Suite, TaskEnv, make_suite, scene_seed
+from rlmtl.envs import metaworld_backend as _metaworld_backend  # noqa: F401  (registers "metaworld")
+from rlmtl.envs import rlbench_backend as _rlbench_backend  # noqa: F401  (registers "rlbench"; RLBench itself loads lazily)
+from rlmtl.envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, NoOptions, Suite, TaskEnv, make_suite, scene_seed
 
-__all__ = ["BACKENDS", "ArraySpec", "Backend", "EnvSettings", "Suite", "TaskEnv", "make_suite", "scene_seed"]
+__all__ = ["BACKENDS", "ArraySpec", "Backend", "EnvSettings", "NoOptions", "Suite", "TaskEnv", "make_suite", "scene_seed"]

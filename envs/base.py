@@ -12,8 +12,9 @@ streams, so evaluation scenes never coincide with demo scenes.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -47,8 +48,18 @@ class ArraySpec:
 
 
 @dataclass(frozen=True)
+class NoOptions:
+    """The options of a backend that has none (the default `Backend.options_class`)."""
+
+
+@dataclass(frozen=True)
 class EnvSettings:
-    """What an environment must produce: picklable, so worker processes can rebuild it."""
+    """What an environment must produce: frozen, hashable and picklable, so worker processes can
+    rebuild it and cache environments by it.
+
+    `options` is the backend's options object (an instance of its `Backend.options_class`, the
+    `env.options` of a config); None means the backend's defaults.
+    """
 
     backend: str
     suite: str
@@ -58,7 +69,18 @@ class EnvSettings:
     max_episode_steps: int = 0
     video_camera: str = ""
     video_size: int = 0
-    extra: tuple[tuple[str, Any], ...] = ()  # backend-specific options as (key, value) pairs
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        expected = BACKENDS.get(self.backend).options_class if self.backend in BACKENDS else None
+        options = self.options
+        if options is None:
+            options = expected() if expected is not None else NoOptions()
+            object.__setattr__(self, "options", options)
+        if not dataclasses.is_dataclass(options) or isinstance(options, type):
+            raise TypeError(f"EnvSettings.options must be a backend's options object, got {options!r}")
+        if expected is not None and not isinstance(options, expected):
+            raise TypeError(f"options of backend {self.backend!r} must be {expected.__name__}, got {type(options).__name__}")
 
 
 class TaskEnv(gym.Env):
@@ -121,10 +143,18 @@ class Suite(abc.ABC):
 
 
 class Backend(abc.ABC):
-    """A simulator: a factory of suites."""
+    """A simulator: a factory of suites.
+
+    `options_class` is a frozen dataclass of the backend's options (`env.options` in a config,
+    `EnvSettings.options` for its environments): one field per option with a default and
+    `metadata={"help": ...}`, values that are hashable scalars, and value checks in
+    `__post_init__` that raise ValueError("<option>: <what is wrong>"). Define it at module level:
+    worker processes unpickle it with the EnvSettings.
+    """
 
     name: str
     suite_names: list[str]
+    options_class: ClassVar[type] = NoOptions
 
     @abc.abstractmethod
     def make_suite(self, suite: str) -> Suite:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Expert, Observation, Suite, TaskEnv
+from rlmtl.envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Expert, Observation, Suite, TaskEnv
 
 # The scripted policies warn on every step that their gains exceed the action range; the expert
 # below clips exactly as the env does, so the warning carries no information.

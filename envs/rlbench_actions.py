@@ -1,6 +1,6 @@
 """rlmtl's two RLBench action spaces, and the conversion of a policy's output into an RLBench action.
 
-Both are 8-d (shared/reference/rlbench.md, Sec. 2):
+Both are 8-d (RLBench `rlbench/action_modes/arm_action_modes.py`, `gripper_action_modes.py`):
 
 - `keyframe` (default): `[x, y, z, qx, qy, qz, qw, gripper_open]`, the next gripper pose in the
   world frame (metres, quaternion xyzw as RLBench's `gripper_pose`), reached with

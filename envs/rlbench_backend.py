@@ -5,10 +5,10 @@ suite, importing datasets and training need neither; without them the backend sa
 what to install. Run it inside the image of docker/rlbench.Dockerfile (CoppeliaSim 4.1.0, PyRep,
 RLBench, Xvfb).
 
-Settings (`EnvSettings.extra`, from the env section of the config): `action_mode` (`keyframe`:
-EndEffectorPoseViaPlanning + Discrete; `joint_velocity`: JointVelocity + Discrete; see
-envs/rlbench_actions.py), `variation` (the task variation; -1 draws one per episode from the scene
-seed) and `render_mode` (`opengl` or `opengl3`; data and evaluation must use the same).
+Options (`RLBenchOptions`: `env.options` of a config, `EnvSettings.options` of an env):
+`action_mode` (`keyframe`: EndEffectorPoseViaPlanning + Discrete; `joint_velocity`: JointVelocity +
+Discrete; see envs/rlbench_actions.py), `variation` (the task variation; -1 draws one per episode
+from the scene seed) and `render_mode` (`opengl` or `opengl3`; data and evaluation must use the same).
 
 Episodes: `reset(seed=s)` seeds numpy's global generator, which RLBench draws the scene from, so a
 seed rebuilds the same scene. Success is reward >= 1. RLBench's InvalidActionError and PyRep's
@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import random
 import weakref
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Suite, TaskEnv
-from envs.rlbench_actions import ACTION_DIM, ACTION_MODES, make_action_mode, to_rlbench_action
-from envs.rlbench_convert import PROPRIO_DIM, STATE_DIM, demo_episode, live_images, rlmtl_observation
-from envs.rlbench_format import CAMERAS, demo_to_data
+from rlmtl.envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Suite, TaskEnv
+from rlmtl.envs.rlbench_actions import ACTION_DIM, ACTION_MODES, make_action_mode, to_rlbench_action
+from rlmtl.envs.rlbench_convert import PROPRIO_DIM, STATE_DIM, demo_episode, live_images, rlmtl_observation
+from rlmtl.envs.rlbench_format import CAMERAS, demo_to_data
 from rlmtl.errors import RlmtlError
 
 RLBENCH10_TASKS = [
@@ -95,15 +96,30 @@ def load_api() -> SimpleNamespace:
     )
 
 
-def rlbench_options(settings: EnvSettings) -> dict[str, Any]:
-    """action_mode, variation and render_mode from `settings.extra`, validated."""
-    options = {"action_mode": "keyframe", "variation": 0, "render_mode": "opengl", **dict(settings.extra)}
-    if options["action_mode"] not in ACTION_MODES:
-        raise RlmtlError(f"env.action_mode: {options['action_mode']!r} is not one of {', '.join(ACTION_MODES)}")
-    if options["render_mode"] not in RENDER_MODES:
-        raise RlmtlError(f"env.render_mode: {options['render_mode']!r} is not one of {', '.join(RENDER_MODES)}")
-    if not isinstance(options["variation"], int) or options["variation"] < -1:
-        raise RlmtlError(f"env.variation: {options['variation']!r} must be -1 (random) or a variation number >= 0")
+@dataclass(frozen=True)
+class RLBenchOptions:
+    """The RLBench backend's options (`env.options` of a config); checked on construction."""
+
+    action_mode: str = field(
+        default="keyframe", metadata={"help": "keyframe (next gripper pose, EndEffectorPoseViaPlanning) or joint_velocity"}
+    )
+    variation: int = field(default=0, metadata={"help": "task variation of demos and evaluation; -1 = a random one per scene"})
+    render_mode: str = field(default="opengl", metadata={"help": "camera renderer, opengl or opengl3 (demos and evaluation must match)"})
+
+    def __post_init__(self) -> None:
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode: {self.action_mode!r} is not one of {', '.join(ACTION_MODES)}")
+        if self.render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode: {self.render_mode!r} is not one of {', '.join(RENDER_MODES)}")
+        if isinstance(self.variation, bool) or not isinstance(self.variation, int) or self.variation < -1:
+            raise ValueError(f"variation: {self.variation!r} must be -1 (random) or a variation number >= 0")
+
+
+def rlbench_options(settings: EnvSettings) -> RLBenchOptions:
+    """The RLBench options of `settings` (checked when they were made)."""
+    options = settings.options
+    if not isinstance(options, RLBenchOptions):
+        raise RlmtlError(f"the rlbench backend needs RLBenchOptions, got {type(options).__name__}")
     return options
 
 
@@ -150,15 +166,15 @@ class RLBenchTaskEnv(TaskEnv):
 
         options = rlbench_options(settings)
         self.settings = settings
-        self.action_mode: str = options["action_mode"]
-        self.variation: int = options["variation"]
+        self.action_mode: str = options.action_mode
+        self.variation: int = options.variation
         default_horizon = KEYFRAME_HORIZON if self.action_mode == "keyframe" else JOINT_VELOCITY_HORIZON
         self.max_episode_steps = settings.max_episode_steps or default_horizon
         api = api if api is not None else load_api()
         self._failures = tuple(getattr(api, name) for name in FAILURE_ERRORS)
         self._environment = api.Environment(
             action_mode=make_action_mode(api, self.action_mode),
-            obs_config=observation_config(api, settings, options["render_mode"]),
+            obs_config=observation_config(api, settings, options.render_mode),
             headless=True,
         )
         self._finalizer = weakref.finalize(self, _shutdown, self._environment)
@@ -287,6 +303,7 @@ class RLBenchBackend(Backend):
 
     name = "rlbench"
     suite_names = ["rlbench10"]
+    options_class = RLBenchOptions
 
     def make_suite(self, suite: str) -> Suite:
         if suite != "rlbench10":

@@ -21,10 +21,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from envs.rlbench_actions import canonical_pose
-from envs.rlbench_format import DemoData
 from rlmtl.data.dataset import Episode
 from rlmtl.data.keyframes import keyframe_indices, keyframe_targets, sample_steps
+from rlmtl.envs.rlbench_actions import canonical_pose
+from rlmtl.envs.rlbench_format import DemoData
 from rlmtl.errors import DatasetError
 
 PROPRIO_DIM = 8

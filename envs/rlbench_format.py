@@ -1,6 +1,6 @@
 """Reading datasets written by RLBench's dataset generator, without RLBench.
 
-On-disk layout (shared/reference/rlbench.md, Sec. 3)::
+On-disk layout (RLBench `rlbench/dataset_generator.py`, `rlbench/utils.py`; PerAct fork `MohitShridhar/RLBench@peract`)::
 
     <root>/<task>/variation<V>/episodes/episode<M>/       upstream RLBench
     <root>/<task>/all_variations/episodes/episode<M>/     the PerAct fork (adds variation_number.pkl)

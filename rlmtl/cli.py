@@ -1,14 +1,17 @@
-"""The `rlmtl` command line: collect, train, eval, run, report, list."""
+"""The `rlmtl` command line: collect, train, eval, run, affinity, import-rlbench, report, list, config.
+
+Each subcommand is a thin wrapper: it loads the config (YAML + dotted overrides), calls the stage
+in its package (rlmtl/data, rlmtl/training, rlmtl/evaluation, rlmtl/tag, rlmtl/pipeline.py) and
+turns an `RlmtlError` into one line on stderr and its exit code (rlmtl/errors.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rlmtl.atomic import write_text_atomic
@@ -47,17 +50,17 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from rlmtl.collect import collect
+    from rlmtl.data.collect import collect
 
     print(collect(_load(args), force=args.force, progress=not args.no_progress))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlmtl.train import train
+    from rlmtl.training.trainer import train
 
     if args.groups:
-        return _run_groups(args)
+        return _run_main_job(args)
     if args.k is not None:
         raise RlmtlError("--k needs --groups")
     result = train(_load(args), resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_steps)
@@ -65,69 +68,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_groups(args: argparse.Namespace) -> int:
-    """`--groups G.json`: one model per group, each task evaluated with its serving group's model."""
-    from envs import make_suite
-    from rlmtl.evaluate import episode_errors, results_markdown
-    from rlmtl.grouped import load_group_plan, run_grouped
+def _run_main_job(args: argparse.Namespace) -> int:
+    """collect -> train -> evaluate -> report (rlmtl/pipeline.py); with `--groups G.json`, one model
+    per group, each task evaluated with its serving group's model."""
+    from rlmtl.evaluation.results import episode_errors, results_markdown
+    from rlmtl.pipeline import run_main_job
 
-    if getattr(args, "stop_after_steps", None) is not None:
+    if getattr(args, "stop_after_steps", None) is not None and args.groups:
         raise RlmtlError("--stop-after-steps does not apply to --groups (use --resume to continue a grouped run)")
+    if args.k is not None and not args.groups:
+        raise RlmtlError("--k needs --groups")
     config = _load(args)
-    tasks = make_suite(config.env.backend, config.env.suite).select_tasks(config.env.tasks)
-    plan = load_group_plan(args.groups, tasks, args.k)
-    folder, result = run_grouped(config, plan, resume=args.resume, progress=not args.no_progress)
+    plan = None
+    if args.groups:
+        from rlmtl.envs import make_suite
+        from rlmtl.tag.grouped import load_group_plan
+
+        tasks = make_suite(config.env.backend, config.env.suite).select_tasks(config.env.tasks)
+        plan = load_group_plan(args.groups, tasks, args.k)
+    folder, result = run_main_job(config, plan, resume=args.resume, progress=not args.no_progress)
     print(results_markdown(result))
     print(f"report: {folder / 'report.md'}")
     errors = episode_errors(result)
     if errors is not None:
         raise errors
     return 0
-
-
-def _eval_into(
-    run_or_checkpoint: str,
-    out: Path,
-    config,
-    episodes: int | None,
-    workers: int | None,
-    video: bool | None,
-    progress: bool,
-    sharded: bool = False,
-) -> dict | None:
-    """Evaluate into `out` (resuming from its episodes log); with `sharded`, this torchrun rank's
-    share, and None on ranks other than 0 (rank 0 writes the results)."""
-    from rlmtl.eval_shard import shard_from_env
-    from rlmtl.evaluate import evaluate_checkpoint, write_results
-
-    e = config.eval
-    rank, world_size = shard_from_env() if sharded else (0, 1)
-    video = e.video if video is None else video
-    result = evaluate_checkpoint(
-        run_or_checkpoint,
-        episodes_per_task=episodes or e.episodes_per_task,
-        workers=e.workers if workers is None else workers,
-        seed=e.seed,
-        video=video,
-        video_episodes=e.video_episodes,
-        video_camera=e.video_camera,
-        video_size=e.video_size,
-        video_dir=out / "videos",
-        video_format=e.video_format,
-        progress=progress and rank == 0,
-        episode_timeout_s=e.episode_timeout_s,
-        max_episode_retries=e.max_episode_retries,
-        log_dir=out,
-        rank=rank,
-        world_size=world_size,
-    )
-    if result is None:
-        return None
-    try:
-        write_results(out, result)
-    except OSError as error:
-        raise OutputError(f"output folder {out}: cannot write eval.json / eval.md ({error.strerror or error})") from None
-    return result
 
 
 def _success_bar(text: str) -> float:
@@ -161,8 +126,8 @@ def _load_for_eval(run: str):
     """The checkpoint path and its config; CheckpointError (exit 3) when it is missing, corrupt,
     or its config or weights cannot rebuild the agent."""
     from rlmtl.build import agent_from_checkpoint
-    from rlmtl.checkpoint import load_checkpoint, resolve_checkpoint
     from rlmtl.config import config_from_dict
+    from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(run)
     payload = load_checkpoint(checkpoint)
@@ -179,8 +144,8 @@ def _load_for_eval(run: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlmtl.evaluate import episode_errors, results_markdown
-    from rlmtl.gate import check_success, github_summary, junit_xml
+    from rlmtl.evaluation.gate import check_success, github_summary, junit_xml
+    from rlmtl.evaluation.results import episode_errors, results_markdown
 
     checkpoint, config = _load_for_eval(args.run)
     run_path = Path(args.run)
@@ -196,9 +161,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if step_summary:
         _check_output_folder(Path(step_summary).parent, "GITHUB_STEP_SUMMARY folder")
 
-    result = _eval_into(
-        str(checkpoint), out, config, args.episodes, args.workers, True if args.video else None, not args.no_progress, sharded=True
+    from rlmtl.distributed import Ranks
+    from rlmtl.evaluation.settings import EvalSettings
+    from rlmtl.pipeline import evaluate_into
+
+    settings = EvalSettings.from_config(
+        config.eval,
+        episodes_per_task=args.episodes,
+        workers=args.workers,
+        video=True if args.video else None,
+        progress=not args.no_progress,
     )
+    result = evaluate_into(checkpoint, out, settings, Ranks.from_env_vars())
     if result is None:  # a torchrun rank other than 0: rank 0 gathers and reports
         return 0
     bars = {"min_success": args.min_success, "min_task_success": args.min_task_success}
@@ -229,43 +203,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """collect (cached) -> train -> evaluate -> report, in one run folder."""
-    from rlmtl.collect import collect
-    from rlmtl.evaluate import results_markdown
-    from rlmtl.report import write_report
-    from rlmtl.train import train
-
-    if args.groups:
-        return _run_groups(args)
-    if args.k is not None:
-        raise RlmtlError("--k needs --groups")
-    config = _load(args)
-    progress = not args.no_progress
-    times: dict[str, float] = {}
-    start = time.perf_counter()
-    collect(config, progress=progress)
-    times["collect"] = time.perf_counter() - start
-    start = time.perf_counter()
-    result = train(config, resume=args.resume, progress=progress)
-    times["train"] = time.perf_counter() - start
-    start = time.perf_counter()
-    checkpoint = result.best_checkpoint or result.last_checkpoint
-    evaluation = _eval_into(str(checkpoint), result.run_dir, config, None, None, None, progress)
-    times["evaluate"] = time.perf_counter() - start
-    write_text_atomic(result.run_dir / "timings.json", json.dumps({k: round(v, 1) for k, v in times.items()}, indent=2) + "\n")
-    report = write_report(result.run_dir)
-    print(results_markdown(evaluation))
-    print(f"report: {report}")
-    return 0
+    return _run_main_job(args)
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
     """collect (cached) -> train with TAG's affinity probe -> affinity.json, heatmap, groupings."""
     from dataclasses import replace
 
-    from rlmtl.affinity import DEFAULT_PROBE_EVERY
-    from rlmtl.affinity_report import write_affinity
-    from rlmtl.collect import collect
-    from rlmtl.train import Trainer
+    from rlmtl.data.collect import collect
+    from rlmtl.tag.probe import DEFAULT_PROBE_EVERY
+    from rlmtl.tag.report import write_affinity
+    from rlmtl.training.trainer import Trainer
 
     config = _load(args)
     if config.affinity.probe_every == 0:
@@ -277,7 +225,7 @@ def cmd_affinity(args: argparse.Namespace) -> int:
     trainer.run()
     assert trainer.probe is not None
     matrix = trainer.probe.affinity().cpu().double().numpy()
-    content = write_affinity(trainer.run_dir, trainer.tasks, matrix, config.affinity.max_groups, config.affinity.divide_by_lr)
+    content = write_affinity(trainer.run_dir, trainer.parts.tasks, matrix, config.affinity.max_groups, config.affinity.divide_by_lr)
     for k, ranked in content["groupings"].items():
         if ranked:
             print(f"k={k}: " + " | ".join(", ".join(group) for group in ranked[0]["groups"]) + f"  (score {ranked[0]['score']:.3g})")
@@ -287,7 +235,7 @@ def cmd_affinity(args: argparse.Namespace) -> int:
 
 def cmd_import_rlbench(args: argparse.Namespace) -> int:
     """RLBench dataset folder -> rlmtl dataset file (no simulator needed)."""
-    from rlmtl.import_rlbench import import_rlbench
+    from rlmtl.data.import_rlbench import import_rlbench
 
     print(import_rlbench(args.path, _load(args), out=args.out, samples=args.samples, progress=not args.no_progress))
     return 0
@@ -300,28 +248,54 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from agents.encoders import ENCODERS
-    from envs import BACKENDS
+def _plugin_catalogue() -> dict[str, dict[str, dict[str, object]]]:
+    """Every registered backend's options and weighting's parameters: {name: {"needs": [...],
+    "parameters": [{name, type, default, help}, ...]}} (backends: "options" instead)."""
+    from rlmtl.config import option_rows
+    from rlmtl.envs import BACKENDS
     from rlmtl.weighting import WEIGHTINGS
+    from rlmtl.weighting.base import params_class_of
 
-    listing = {"backends": {}, "encoders": ENCODERS.names(), "weightings": WEIGHTINGS.names()}
+    backends = {name: {"options": option_rows(BACKENDS.get(name).options_class)} for name in BACKENDS.names()}
+    weightings = {}
+    for name in WEIGHTINGS.names():
+        entry = WEIGHTINGS.get(name)
+        requirements = getattr(entry, "requirements", None)
+        needs = [f for f in getattr(requirements, "__dataclass_fields__", {}) if getattr(requirements, f)] or ["losses only"]
+        weightings[name] = {"needs": needs, "parameters": option_rows(params_class_of(entry))}
+    return {"backends": backends, "weightings": weightings}
+
+
+def _signature(rows: list[dict[str, object]]) -> str:
+    return ", ".join(f"{row['name']}: {row['type']} = {row['default']!r}" for row in rows) or "none"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rlmtl.agents.encoders import ENCODERS
+    from rlmtl.envs import BACKENDS
+
+    catalogue = _plugin_catalogue()
+    listing: dict[str, object] = {
+        "backends": {},
+        "backend_options": {},
+        "encoders": ENCODERS.names(),
+        "weightings": catalogue["weightings"],
+    }
     for name in BACKENDS.names():
         backend = BACKENDS.get(name)()
         listing["backends"][name] = {suite: backend.make_suite(suite).task_names for suite in backend.suite_names}
+        listing["backend_options"][name] = catalogue["backends"][name]["options"]
     if args.json:
-        print(json.dumps(listing, indent=2))
+        print(json.dumps(listing, indent=2, default=repr))
         return 0
     for name, suites in listing["backends"].items():
         for suite, tasks in suites.items():
             print(f"backend {name}, suite {suite}: {', '.join(tasks)}")
+        print(f"backend {name} options (env.options): {_signature(listing['backend_options'][name])}")
     print(f"encoders: {', '.join(listing['encoders'])}")
-    print("weightings (name: what it needs from the trainer; defaults):")
-    for name in listing["weightings"]:
-        cls = WEIGHTINGS.get(name)
-        needs = [f for f in cls.requirements.__dataclass_fields__ if getattr(cls.requirements, f)] or ["losses only"]
-        defaults = {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items() if k not in ("self", "num_tasks")}
-        print(f"  {name}: {', '.join(needs)}; {defaults or 'no parameters'}")
+    print("weightings (name: what it needs from the trainer; parameters as name: type = default):")
+    for name, method in catalogue["weightings"].items():
+        print(f"  {name}: {', '.join(method['needs'])}; {_signature(method['parameters'])}")
     print("  <a>+<b>: weighting a composed with gradient method b, e.g. auto_lambda+cagrad")
     return 0
 
@@ -331,6 +305,20 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     for key, default, text in field_help():
         print(f"{key:28s} {default:22s} {text}")
+    catalogue = _plugin_catalogue()
+    sections = (
+        ("env.options", "backend", {name: item["options"] for name, item in catalogue["backends"].items()}),
+        ("weighting.params", "weighting", {name: item["parameters"] for name, item in catalogue["weightings"].items()}),
+    )
+    for prefix, kind, groups in sections:
+        print(f"\n{prefix}.<key>, by {kind} (type = default, help):")
+        for name, rows in groups.items():
+            print(f"  {kind} {name}:" + ("" if rows else " none"))
+            for row in rows:
+                print(
+                    f"    {prefix + '.' + str(row['name']):40s} {str(row['type']) + ' = ' + repr(row['default']):34s} {row['help']}".rstrip()
+                )
+    print("\n(a composition a+b takes weighting.params.<a>.<key> and weighting.params.<b>.<key>, or flat keys meaning a's)")
     return 0
 
 

@@ -3,14 +3,22 @@
 Configs are nested dataclasses loaded from YAML (`configs/*.yaml`) with dotted command-line
 overrides (`train.steps=2000 weighting.name=uniform`). Keys are locked: an unknown key or a value
 of the wrong type is a `ConfigError` that names the file and the key. Every field carries a
-`help` text, so `rlmtl <command> --help-config` documents the run.
+`help` text, so `rlmtl config` documents the run.
+
+Two sections belong to plug-ins and are typed by them: `env.options` is built into the options
+class of `env.backend` (`Backend.options_class`, looked up in the backend registry), and
+`weighting.params` is checked against the parameter class of `weighting.name`
+(`Weighting.params_class()`, generated from the method's constructor). Both registries are read
+at load time, after the CLI has imported the `RLMTL_PLUGINS` modules.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,9 +46,13 @@ class EnvConfig:
     cameras: list[str] = _field([], "cameras to render as uint8 RGB (observation keys rgb_<camera>)")
     image_size: int = _field(64, "rendered image height and width in pixels")
     max_episode_steps: int = _field(0, "episode length; 0 = the suite's default")
-    action_mode: str = _field("keyframe", "rlbench: keyframe (next gripper pose, EndEffectorPoseViaPlanning) or joint_velocity")
-    variation: int = _field(0, "rlbench: task variation of demos and evaluation; -1 = a random one per scene")
-    render_mode: str = _field("opengl", "rlbench: camera renderer, opengl or opengl3 (demos and evaluation must match)")
+    # built at load into the options class of `backend` (see _env_options); None = its defaults
+    options: Any = _field(None, "options of the backend, a mapping (see `rlmtl config`: env.options.<key>)")
+
+    def __post_init__(self) -> None:
+        if self.options is None:
+            options_class = _options_class(self.backend)
+            self.options = options_class() if options_class is not None else None
 
 
 @dataclass
@@ -53,6 +65,10 @@ class DataConfig:
     seed: int = _field(0, "seed of the demo scenes (training split)")
     workers: int = _field(0, "collection processes; 0 = all cores")
     max_attempts_per_demo: float = _field(3.0, "expert episodes allowed per requested demo before reporting a shortfall")
+    attempt_timeout_s: float = _field(
+        600.0, "seconds one expert episode may run before its worker is killed and the attempt rerun; 0 = no limit"
+    )
+    max_attempt_retries: int = _field(1, "reruns (same scene seed) of an attempt whose worker crashed or hung before it counts as failed")
 
 
 @dataclass
@@ -74,8 +90,8 @@ class AgentConfig:
 class WeightingConfig:
     """How the K per-task losses are combined (see `rlmtl list`)."""
 
-    name: str = _field("uniform", "weighting method")
-    params: dict[str, Any] = _field({}, "method-specific hyper-parameters")
+    name: str = _field("uniform", "weighting method, or a composition a+b (see `rlmtl list`)")
+    params: dict[str, Any] = _field({}, "the method's parameters (see `rlmtl config`: weighting.params.<key>)")
     primary_tasks: list[str] = _field([], "primary tasks (auxiliary-learning mode of auto_lambda, hydalearn); empty = all")
 
 
@@ -156,6 +172,21 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _describe(tp: Any) -> str:
+    """What a value of type `tp` is, for error messages: "a number", "a list or null", ..."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(tp))
+    if origin is typing.Literal:
+        return " or ".join(repr(arg) for arg in typing.get_args(tp))
+    if origin in (list, collections.abc.Sequence):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return names.get(tp, str(tp))
+
+
 def _check_value(value: Any, tp: Any, where: str) -> Any:
     """Return `value` converted to type `tp`, or raise ConfigError naming `where`."""
     origin = typing.get_origin(tp)
@@ -172,10 +203,14 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
                 return _check_value(value, arg, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {tp}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+        return value
+    if origin in (list, collections.abc.Sequence):
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)) or (origin is list and not isinstance(value, list)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
@@ -207,7 +242,9 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
-    """Build a RunConfig from a plain mapping; errors name `source` and the dotted key."""
+    """Build a RunConfig from a plain mapping; errors name `source` and the dotted key.
+    `env.options` is built here (its type depends on `env.backend`); `weighting.params` is
+    checked by `validate`, so reading a checkpoint's config needs no weighting plug-in."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
     return _build_nested(RunConfig, data, source, "")
@@ -217,9 +254,15 @@ def _build_nested(cls: type, data: dict[str, Any], source: str, prefix: str) -> 
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    flat: dict[str, Any] = {}  # env keys that are no EnvConfig field: maybe options in the old flat spelling
     for key, value in data.items():
         dotted = f"{prefix}{key}"
+        if cls is EnvConfig and key == "options":
+            continue  # built below, once the backend is known
         if key not in fields:
+            if cls is EnvConfig:
+                flat[key] = value
+                continue
             known = ", ".join(f"{prefix}{name}" for name in sorted(fields))
             raise ConfigError(f"{source}: unknown key {dotted!r} (known: {known})")
         tp = hints[key]
@@ -229,7 +272,129 @@ def _build_nested(cls: type, data: dict[str, Any], source: str, prefix: str) -> 
             kwargs[key] = _build_nested(tp, value, source, f"{dotted}.")
         else:
             kwargs[key] = _check_value(value, tp, f"{source}: {dotted!r}")
+    if cls is EnvConfig:
+        backend = kwargs.get("backend", fields["backend"].default)
+        kwargs["options"] = _env_options(backend, data.get("options"), flat, source, prefix)
     return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- plug-in sections
+
+
+def _options_class(backend: str) -> type | None:
+    """The options class of a registered backend, or None when `backend` is not registered."""
+    from rlmtl.envs import BACKENDS  # registers the built-in backends
+
+    return BACKENDS.get(backend).options_class if backend in BACKENDS else None
+
+
+def _option_defaults(key: str) -> list[Any]:
+    """The defaults of option `key` in every registered backend that has it."""
+    from rlmtl.envs import BACKENDS
+
+    defaults = []
+    for name in BACKENDS.names():
+        for f in dataclasses.fields(BACKENDS.get(name).options_class):
+            if f.name == key and f.default is not dataclasses.MISSING:
+                defaults.append(f.default)
+    return defaults
+
+
+def _env_options(backend: str, given: Any, flat: dict[str, Any], source: str, prefix: str) -> Any:
+    """`env.options` as an instance of the options class of `backend`: every key must be one of
+    its fields with a value of the field's type, and the class's own checks must pass.
+
+    Configs written before `env.options` existed (checkpoints, a run folder's config.yaml) hold
+    a backend's options flat in `env` (`flat`, the keys that are no EnvConfig field), and the
+    options of one backend there for every backend: such a key moves into the options when the
+    backend has that option, and is dropped when it holds another backend's default."""
+    from rlmtl.envs import BACKENDS
+
+    dotted = f"{prefix}options"
+    if backend not in BACKENDS:
+        raise ConfigError(f"{source}: '{prefix}backend': unknown backend {backend!r} (registered: {', '.join(BACKENDS.names())})")
+    options_class = BACKENDS.get(backend).options_class
+    names = [f.name for f in dataclasses.fields(options_class)]
+    listed = ", ".join(names) or "none"
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{source}: {dotted!r} must be a mapping, got {given!r}")
+    given = dict(given)
+    for key, value in flat.items():
+        if key in names and key not in given:
+            given[key] = value
+        elif key not in names and value in _option_defaults(key):
+            continue
+        elif key in names:
+            raise ConfigError(f"{source}: '{prefix}{key}' and '{dotted}.{key}' are both given; keep '{dotted}.{key}'")
+        else:
+            known = ", ".join(sorted(f"{prefix}{f.name}" for f in dataclasses.fields(EnvConfig)))
+            hint = f"; backend options go in {dotted!r} (options of backend {backend!r}: {listed})" if _option_defaults(key) else ""
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {known}){hint}")
+    hints = typing.get_type_hints(options_class)
+    kwargs: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in names:
+            raise ConfigError(f"{source}: '{dotted}.{key}' is not an option of backend {backend!r} (its options: {listed})")
+        kwargs[key] = _check_value(value, hints[key], f"{source}: '{dotted}.{key}'")
+    try:
+        return options_class(**kwargs)
+    except (TypeError, ValueError) as error:
+        match = re.match(r"(\w+): (.*)", str(error), re.S)
+        if match and match.group(1) in names:
+            raise ConfigError(f"{source}: '{dotted}.{match.group(1)}': {match.group(2)}") from None
+        raise ConfigError(f"{source}: {dotted!r} of backend {backend!r}: {error}") from None
+
+
+def _weighting_names(name: str, source: str) -> None:
+    """Every part of `weighting.name` (a method or a composition a+b) must be registered."""
+    from rlmtl.weighting import WEIGHTINGS  # registers the built-in methods
+
+    for part in name.split("+"):
+        if part not in WEIGHTINGS:
+            within = f" in {name!r}" if part != name else ""
+            registered = ", ".join(WEIGHTINGS.names())
+            raise ConfigError(f"{source}: 'weighting.name': unknown weighting {part!r}{within} (registered: {registered})")
+
+
+def _weighting_params(name: str, params: Any, source: str, where: str) -> dict[str, Any]:
+    """`params` checked against the parameter class of weighting `name` and converted to its
+    types. A composition `a+b` takes `{a: {...}, b: {...}}`, or flat keys meaning a's (as
+    `make_weighting` splits them)."""
+    from rlmtl.weighting import WEIGHTINGS
+    from rlmtl.weighting.base import params_class_of
+
+    if not isinstance(params, dict):
+        raise ConfigError(f"{source}: {where!r} must be a mapping, got {params!r}")
+    if "+" in name:
+        first, second = name.split("+", 1)
+        nested = [part for part in (first, second) if isinstance(params.get(part), dict)]
+        flat = {key: value for key, value in params.items() if key not in nested}
+        if first in nested and flat:
+            key = next(iter(flat))
+            raise ConfigError(f"{source}: '{where}.{key}': with '{where}.{first}' given, {first}'s parameters go there")
+        checked: dict[str, Any] = {}
+        if first in nested:
+            checked[first] = _weighting_params(first, params[first], source, f"{where}.{first}")
+        else:
+            checked.update(_weighting_params(first, flat, source, where))
+        if second in nested:
+            checked[second] = _weighting_params(second, params[second], source, f"{where}.{second}")
+        return checked
+    params_class = params_class_of(WEIGHTINGS.get(name))
+    fields = {f.name: f for f in dataclasses.fields(params_class)}
+    listed = ", ".join(fields) or "none"
+    checked = {}
+    for key, value in params.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: '{where}.{key}' is not a parameter of weighting {name!r} (its parameters: {listed})")
+        checked[key] = _check_value(value, fields[key].type, f"{source}: '{where}.{key}'")
+    try:
+        params_class(**checked)
+    except TypeError as error:  # a parameter without a default that the config does not give
+        raise ConfigError(f"{source}: {where!r} of weighting {name!r}: {error}") from None
+    return checked
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -293,7 +458,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def validate(config: RunConfig, source: str = "config") -> None:
-    """Range checks that types alone cannot express."""
+    """Range checks that types alone cannot express, and `weighting.params` checked against the
+    method's parameter class (its values converted to the declared types in place)."""
     positive = {
         "env.image_size": config.env.image_size,
         "data.demos_per_task": config.data.demos_per_task,
@@ -317,6 +483,8 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "train.grad_clip": config.train.grad_clip,
         "affinity.probe_every": config.affinity.probe_every,
         "eval.workers": config.eval.workers,
+        "data.attempt_timeout_s": config.data.attempt_timeout_s,
+        "data.max_attempt_retries": config.data.max_attempt_retries,
         "eval.episode_timeout_s": config.eval.episode_timeout_s,
         "eval.max_episode_retries": config.eval.max_episode_retries,
         "agent.head_hidden_dim": config.agent.head_hidden_dim,
@@ -330,17 +498,13 @@ def validate(config: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: 'train.min_lr_ratio' must be in [0, 1], got {config.train.min_lr_ratio}")
     if not config.agent.obs_keys:
         raise ConfigError(f"{source}: 'agent.obs_keys' must name at least one observation key")
-    if config.env.action_mode not in ("keyframe", "joint_velocity"):
-        raise ConfigError(f"{source}: 'env.action_mode' must be keyframe or joint_velocity, got {config.env.action_mode!r}")
-    if config.env.render_mode not in ("opengl", "opengl3"):
-        raise ConfigError(f"{source}: 'env.render_mode' must be opengl or opengl3, got {config.env.render_mode!r}")
-    if config.env.variation < -1:
-        raise ConfigError(f"{source}: 'env.variation' must be -1 (random) or >= 0, got {config.env.variation}")
     if config.eval.video_format not in ("gif", "mp4"):
         raise ConfigError(f"{source}: 'eval.video_format' must be gif or mp4, got {config.eval.video_format!r}")
     for key in config.agent.obs_keys:
         if key.startswith("rgb_") and key[4:] not in config.env.cameras:
             raise ConfigError(f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}")
+    _weighting_names(config.weighting.name, source)
+    config.weighting.params = _weighting_params(config.weighting.name, config.weighting.params, source, "weighting.params")
 
 
 def dataset_fingerprint(config: RunConfig) -> str:
@@ -355,8 +519,11 @@ def dataset_fingerprint(config: RunConfig) -> str:
         "demos_per_task": config.data.demos_per_task,
         "seed": config.data.seed,
     }
-    if config.env.backend == "rlbench":  # only here, so other backends' cached datasets keep their names
-        relevant.update(action_mode=config.env.action_mode, variation=config.env.variation, render_mode=config.env.render_mode)
+    # the backend's options as flat keys (none for a backend without options, so its cached
+    # datasets keep the names they had before backends had options)
+    options = config.env.options
+    for f in dataclasses.fields(options) if options is not None else ():
+        relevant[f"options.{f.name}" if f.name in relevant else f.name] = getattr(options, f.name)
     blob = json.dumps(relevant, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 
@@ -377,8 +544,36 @@ def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
     defaults = cls()
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        default = getattr(defaults, f.name)
         if _is_dataclass_type(tp):
             rows.extend(field_help(tp, f"{prefix}{f.name}."))
+        elif dataclasses.is_dataclass(default):  # env.options: the default backend's, as a mapping
+            rows.append((f"{prefix}{f.name}", repr(dataclasses.asdict(default)), f.metadata.get("help", "")))
         else:
-            rows.append((f"{prefix}{f.name}", repr(getattr(defaults, f.name)), f.metadata.get("help", "")))
+            rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
+    return rows
+
+
+def type_name(tp: Any) -> str:
+    """A short readable name of a type hint: float, float | Sequence[float], str | None, ..."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return "None" if tp is type(None) else tp.__name__
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in typing.get_args(tp))
+    return str(tp).replace("typing.", "").replace("collections.abc.", "")
+
+
+def option_rows(cls: type) -> list[dict[str, Any]]:
+    """{name, type, default, help} of each field of a plug-in's options or parameter dataclass
+    (a field without a default has default "required")."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "required"
+        rows.append({"name": f.name, "type": type_name(hints.get(f.name, f.type)), "default": default, "help": f.metadata.get("help", "")})
     return rows

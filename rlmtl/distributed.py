@@ -44,14 +44,28 @@ class Ranks:
         return self.world_size > 1
 
     @staticmethod
+    def from_env_vars() -> "Ranks":
+        """This process's place from torchrun's RANK, WORLD_SIZE and LOCAL_RANK (one process when
+        unset), without joining a process group; RlmtlError when they are not consistent integers."""
+        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+        try:
+            rank, world_size, local_rank = (int(os.environ.get(name, default)) for name, default in zip(names, ("0", "1", "0")))
+        except ValueError:
+            shown = " ".join(f"{name}={os.environ.get(name)!r}" for name in names)
+            raise RlmtlError(f"{shown}: torchrun's rank variables must be integers") from None
+        if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
+            raise RlmtlError(f"RANK={rank} must be in [0, WORLD_SIZE={world_size}) and LOCAL_RANK={local_rank} >= 0")
+        return Ranks(rank, world_size, local_rank)
+
+    @staticmethod
     def from_environment(device: torch.device) -> tuple["Ranks", torch.device]:
         """Join the torchrun process group if WORLD_SIZE > 1; returns (ranks, this rank's device).
 
         A CUDA device becomes `cuda:LOCAL_RANK` (one GPU per process) and uses NCCL; CPU uses gloo."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
+        ranks = Ranks.from_env_vars()
+        if not ranks.distributed:
             return Ranks(), device
-        rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        rank, world_size, local_rank = ranks.rank, ranks.world_size, ranks.local_rank
         if device.type == "cuda":
             if local_rank >= torch.cuda.device_count():
                 raise RlmtlError(f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPU(s): lower --nproc-per-node")

@@ -8,7 +8,7 @@ from typing import Any
 
 from rlmtl.atomic import atomic_path, write_text_atomic
 from rlmtl.errors import RlmtlError
-from rlmtl.evaluate import results_markdown
+from rlmtl.evaluation.results import EvalResult, results_markdown
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -23,8 +23,8 @@ def _save_figure(figure: Any, target: Path) -> None:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_success(result: dict[str, Any], target: Path) -> None:
-    """Bar chart of success per task with 95% intervals."""
+def plot_success(result: EvalResult, target: Path) -> None:
+    """Bar chart of success per task with 95% intervals and a dashed line at the overall mean."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +81,7 @@ def write_report(run_dir: Path, extra: str = "") -> Path:
     eval_path = run_dir / "eval.json"
     if not eval_path.is_file():
         raise RlmtlError(f"{eval_path}: not found (run `rlmtl eval {run_dir}` first)")
-    result = json.loads(eval_path.read_text())
+    result: EvalResult = json.loads(eval_path.read_text())
     plots = run_dir / "plots"
     plot_success(result, plots / "success_per_task.png")
     metrics = read_metrics(run_dir)

@@ -77,10 +77,10 @@ def small_checkpoint(folder: Path, tasks: int) -> Path:
     """An untrained MT10 state agent's checkpoint (the first `tasks` tasks)."""
     import torch
 
-    from envs import make_suite
     from rlmtl.build import agent_meta, build_agent
-    from rlmtl.checkpoint import save_checkpoint
     from rlmtl.config import load_config
+    from rlmtl.envs import make_suite
+    from rlmtl.training.checkpoint import save_checkpoint
 
     suite = make_suite("metaworld", "mt10")
     names = suite.task_names[:tasks]
@@ -100,8 +100,9 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/rlmtl_bench_eval", help="folder for the checkpoint and results")
     args = parser.parse_args()
 
-    from rlmtl.evaluate import evaluate_checkpoint
-    from rlmtl.workers import resolve_workers
+    from rlmtl.evaluation.evaluate import evaluate_checkpoint
+    from rlmtl.evaluation.settings import EvalSettings
+    from rlmtl.pool import resolve_workers
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ def main() -> None:
     sampler = LoadSampler()
     sampler.start()
     start = time.perf_counter()
-    result = evaluate_checkpoint(checkpoint, args.episodes, workers=args.workers, progress=True)
+    result = evaluate_checkpoint(checkpoint, EvalSettings(episodes_per_task=args.episodes, workers=args.workers, progress=True))
     wall = time.perf_counter() - start
     sampler.stopped.set()
     sampler.join()

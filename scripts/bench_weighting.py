@@ -59,7 +59,7 @@ def method_overrides(method: str, num_tasks: int = 10) -> list[str]:
 
 def make_trainer(config_path: str, method: str, extra: list[str], folder: Path):
     from rlmtl.config import load_config
-    from rlmtl.train import Trainer
+    from rlmtl.training.trainer import Trainer
 
     run_name = "bench-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in method)
     overrides = [f"out_dir={folder}", f"name={run_name}", *method_overrides(method), *extra]
@@ -67,8 +67,8 @@ def make_trainer(config_path: str, method: str, extra: list[str], folder: Path):
 
 
 def time_methods(config_path: str, methods: list[str], extra: list[str], rounds: int, steps: int) -> dict[str, list[float]]:
-    from rlmtl.collect import collect
     from rlmtl.config import load_config
+    from rlmtl.data.collect import collect
 
     collect(load_config(config_path, extra), progress=False)
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def bench_training(config, steps: int) -> float:
-    from rlmtl.collect import collect
-    from rlmtl.train import Trainer
+    from rlmtl.data.collect import collect
+    from rlmtl.training.trainer import Trainer
 
     collect(config, progress=False)
     trainer = Trainer(config, progress=False)
@@ -36,7 +36,7 @@ def bench_training(config, steps: int) -> float:
         losses, _ = trainer.train_step()
     losses.sum().item()  # wait for the device
     elapsed = time.perf_counter() - start
-    return steps * config.train.batch_per_task * len(trainer.tasks) / elapsed
+    return steps * config.train.batch_per_task * len(trainer.parts.tasks) / elapsed
 
 
 def ddp_rank(rank: int, world_size: int, port: int, config, steps: int, results) -> None:
@@ -44,7 +44,7 @@ def ddp_rank(rank: int, world_size: int, port: int, config, steps: int, results)
     import os
 
     from rlmtl.distributed import shutdown
-    from rlmtl.train import Trainer
+    from rlmtl.training.trainer import Trainer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -59,7 +59,7 @@ def ddp_rank(rank: int, world_size: int, port: int, config, steps: int, results)
         losses.sum().item()
         trainer.ranks.barrier()
         if rank == 0:
-            results.put(steps * config.train.batch_per_task * len(trainer.tasks) / (time.perf_counter() - start))
+            results.put(steps * config.train.batch_per_task * len(trainer.parts.tasks) / (time.perf_counter() - start))
     finally:
         shutdown()
 
@@ -87,7 +87,7 @@ def bench_probe(config, steps: int, every: int, rounds: int = 5) -> float:
     import statistics
     from dataclasses import replace
 
-    from rlmtl.train import Trainer
+    from rlmtl.training.trainer import Trainer
 
     plain = Trainer(replace(config, name="bench-plain", affinity=replace(config.affinity, probe_every=0)), progress=False)
     probed = Trainer(replace(config, name="bench-probe", affinity=replace(config.affinity, probe_every=every)), progress=False)
@@ -105,17 +105,19 @@ def bench_probe(config, steps: int, every: int, rounds: int = 5) -> float:
 
 
 def bench_eval(checkpoint: str, episodes: int, workers: int) -> float:
-    from rlmtl.evaluate import evaluate_checkpoint
+    from rlmtl.evaluation.evaluate import evaluate_checkpoint
+    from rlmtl.evaluation.settings import EvalSettings
 
     start = time.perf_counter()
-    result = evaluate_checkpoint(checkpoint, episodes_per_task=episodes, workers=workers, progress=False)
+    result = evaluate_checkpoint(checkpoint, EvalSettings(episodes_per_task=episodes, workers=workers, progress=False))
+    assert result is not None
     return result["overall"]["episodes"] / (time.perf_counter() - start)
 
 
 def bench_collect(config, workers: int, demos_per_task: int, folder: Path) -> float:
     from dataclasses import replace
 
-    from rlmtl.collect import collect
+    from rlmtl.data.collect import collect
 
     config = replace(
         config, data=replace(config.data, workers=workers, demos_per_task=demos_per_task, cache_dir=str(folder / f"w{workers}"))
@@ -142,7 +144,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         config = load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench"])
-        from rlmtl.collect import collect
+        from rlmtl.data.collect import collect
 
         collect(config, progress=False)
         from dataclasses import replace
@@ -161,7 +163,7 @@ def main() -> int:
         print(
             f"training: {samples:,.0f} samples/s ({samples / (config.train.batch_per_task * 10):.0f} steps/s, batch {config.train.batch_per_task}x10, {threads} torch threads)"
         )
-        from rlmtl.affinity import DEFAULT_PROBE_EVERY
+        from rlmtl.tag.probe import DEFAULT_PROBE_EVERY
 
         for every in sorted({config.affinity.probe_every or DEFAULT_PROBE_EVERY, 10}):
             ratio = bench_probe(config, 100, every)
@@ -171,7 +173,7 @@ def main() -> int:
         if checkpoint is None and (main_run / "checkpoints" / "last").is_file():
             checkpoint = str(main_run)
         if checkpoint is None:
-            from rlmtl.train import train
+            from rlmtl.training.trainer import train
 
             checkpoint = str(
                 train(

@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    from rlmtl.evaluate import results_markdown
+    from rlmtl.evaluation.results import results_markdown
 
     run = Path(argv[0])
     result = json.loads((run / "eval.json").read_text())

@@ -26,11 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cameras", default="front,wrist")
     args = parser.parse_args(argv)
 
-    from envs import EnvSettings, make_suite
-    from rlmtl.rollout import run_episode
+    from rlmtl.envs import EnvSettings, make_suite
+    from rlmtl.envs.rlbench_backend import RLBenchOptions
+    from rlmtl.evaluation.rollout import run_episode
 
     cameras = tuple(c for c in args.cameras.split(",") if c)
-    settings = EnvSettings("rlbench", "rlbench10", args.task, cameras=cameras, image_size=128, extra=(("action_mode", "keyframe"),))
+    settings = EnvSettings(
+        "rlbench", "rlbench10", args.task, cameras=cameras, image_size=128, options=RLBenchOptions(action_mode="keyframe")
+    )
     suite = make_suite("rlbench", "rlbench10")
     start = time.perf_counter()
     env = suite.make_env(settings)

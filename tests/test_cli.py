@@ -80,6 +80,48 @@ def test_list_and_help(capsys):
         assert exit_info.value.code == 0
 
 
+def test_list_and_config_show_parameters_and_options(capsys):
+    assert main(["list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    famo = {row["name"]: row for row in listing["weightings"]["famo"]["parameters"]}
+    assert list(famo) == ["w_lr", "gamma", "min_losses"] and listing["weightings"]["famo"]["needs"] == ["post_step_losses"]
+    assert famo["w_lr"]["type"] == "float" and famo["w_lr"]["default"] == 0.025 and "Adam" in famo["w_lr"]["help"]
+    assert famo["min_losses"]["type"] == "float | Sequence[float]"
+    assert listing["weightings"]["hydalearn"]["parameters"][3] == {
+        "name": "lr",
+        "type": "float | None",
+        "default": None,
+        "help": 'eta of the "sgd" lookahead; None = the optimizer\'s current learning rate.',
+    }
+    assert listing["weightings"]["uniform"]["parameters"] == []
+    assert listing["backend_options"]["metaworld"] == []
+    assert [row["name"] for row in listing["backend_options"]["rlbench"]] == ["action_mode", "variation", "render_mode"]
+    assert "reach-v3" in listing["backends"]["metaworld"]["mt10"]
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "  famo: post_step_losses; w_lr: float = 0.025, gamma: float = 0.01, min_losses: float | Sequence[float] = 0.0" in out
+    assert "backend rlbench options (env.options): action_mode: str = 'keyframe', variation: int = 0" in out
+    assert main(["config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    w_lr = [line for line in lines if line.strip().startswith("weighting.params.w_lr ")]
+    assert len(w_lr) == 1 and "float = 0.025" in w_lr[0] and "learning rate of the task logits' Adam" in w_lr[0]
+    assert any(line.strip().startswith("env.options.variation ") and "int = 0" in line for line in lines)
+
+
+def test_misspelt_plugin_keys_are_one_line_errors_at_load(tiny_config_file, capsys):
+    config = str(tiny_config_file())
+    assert main(["train", config, "--no-progress", "weighting.name=famo", "weighting.params.bogus=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"rlmtl train: error: {config} + overrides: 'weighting.params.bogus' is not a parameter of weighting 'famo' (its parameters: w_lr, gamma, min_losses)"
+    ]
+    assert main(["collect", config, "--no-progress", "env.options.action_mode=keyframe"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"rlmtl collect: error: {config} + overrides: 'env.options.action_mode' is not an option of backend 'metaworld' (its options: none)"
+    ]
+
+
 def test_missing_dataset(tiny_config_file, capsys):
     config = tiny_config_file()
     assert main(["train", str(config), "--no-progress"]) == 2
@@ -136,8 +178,8 @@ def test_eval_bad_checkpoint_path(tmp_path):
 
 def test_weighting_config_errors_are_one_line(tiny_config_file, capsys):
     config = str(tiny_config_file())
-    from rlmtl.collect import collect
     from rlmtl.config import load_config
+    from rlmtl.data.collect import collect
 
     collect(load_config(config), progress=False)
     assert main(["train", config, "--no-progress", "weighting.name=hydalearn"]) == 2

@@ -3,14 +3,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlmtl.config import RunConfig, apply_overrides, dataset_path, field_help, load_config
+from rlmtl.config import RunConfig, apply_overrides, config_from_dict, config_to_dict, dataset_path, field_help, load_config
 from rlmtl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_overrides():
-    config = load_config(None, ["train.steps=123", "env.tasks=[reach-v3]", "weighting.params.gamma=0.01", "train.lr=2e-3"])
+    config = load_config(
+        None, ["train.steps=123", "env.tasks=[reach-v3]", "weighting.name=famo", "weighting.params.gamma=0.01", "train.lr=2e-3"]
+    )
     assert config.train.steps == 123
     assert config.env.tasks == ["reach-v3"]
     assert config.weighting.params == {"gamma": 0.01}
@@ -83,7 +85,7 @@ def test_override_syntax_errors():
 
 def test_dataset_path_depends_on_collection_settings_only():
     base = dataset_path(load_config(None))
-    assert base == dataset_path(load_config(None, ["train.steps=5", "weighting.name=x"]))
+    assert base == dataset_path(load_config(None, ["train.steps=5", "weighting.name=famo"]))
     assert base != dataset_path(load_config(None, ["data.demos_per_task=7"]))
     assert base != dataset_path(load_config(None, ["data.seed=1"]))
     assert dataset_path(load_config(None, ["data.path=/x/y.h5"])) == Path("/x/y.h5")
@@ -93,3 +95,145 @@ def test_every_field_has_help():
     rows = field_help()
     assert len(rows) > 30
     assert all(text for _, _, text in rows), [key for key, _, text in rows if not text]
+
+
+# ----------------------------------------------------------------------------- plug-in sections
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"env": {"tasks": ["reach-v3"]}, "weighting": {"name": "famo"}}))
+    return path
+
+
+def test_misspelt_weighting_parameter_names_the_valid_keys(tiny):
+    with pytest.raises(ConfigError) as error:
+        load_config(tiny, ["weighting.params.bogus=1"])
+    message = str(error.value)
+    assert message == (
+        f"{tiny} + overrides: 'weighting.params.bogus' is not a parameter of weighting 'famo' (its parameters: w_lr, gamma, min_losses)"
+    )
+    with pytest.raises(ConfigError, match=r"'weighting.params.x' is not a parameter of weighting 'uniform' \(its parameters: none\)"):
+        load_config(None, ["weighting.params.x=1"])
+
+
+def test_wrongly_typed_weighting_parameter(tiny):
+    with pytest.raises(ConfigError) as error:
+        load_config(tiny, ["weighting.params.w_lr=fast"])
+    assert str(error.value) == f"{tiny} + overrides: 'weighting.params.w_lr': expected a number, got 'fast'"
+    with pytest.raises(ConfigError, match=r"'weighting.params.min_losses': expected a number or a list, got \[0, 'x'\]"):
+        load_config(tiny, ["weighting.params.min_losses=[0, x]"])
+    with pytest.raises(ConfigError, match=r"'weighting.params.lr': expected a number or null"):
+        load_config(tiny, ["weighting.name=hydalearn", "weighting.params.lr=fast"])
+    with pytest.raises(ConfigError, match=r"'weighting.params.vectorize': expected true or false"):
+        load_config(tiny, ["weighting.name=auto_lambda", "weighting.params.vectorize=1"])
+    # values are converted to the declared types; only the given keys are kept
+    config = load_config(tiny, ["weighting.params.w_lr=2e-3", "weighting.params.min_losses=[0, 1]"])
+    assert config.weighting.params == {"w_lr": 0.002, "min_losses": [0.0, 1.0]}
+    assert isinstance(config.weighting.params["min_losses"][0], float)
+    assert load_config(tiny, ["weighting.name=hydalearn", "weighting.params.lr=null"]).weighting.params == {"lr": None}
+
+
+def test_unknown_weighting_name_lists_the_registered_ones(tiny):
+    with pytest.raises(ConfigError, match=r"'weighting.name': unknown weighting 'famoo' \(registered: auto_lambda, .*famo, .*uniform\)"):
+        load_config(tiny, ["weighting.name=famoo"])
+    with pytest.raises(ConfigError, match=r"unknown weighting 'cagradd' in 'auto_lambda\+cagradd'"):
+        load_config(tiny, ["weighting.name=auto_lambda+cagradd"])
+
+
+def test_composition_params_nested_or_flat(tiny):
+    name = "weighting.name=auto_lambda+cagrad"
+    config = load_config(tiny, [name, "weighting.params.auto_lambda.meta_lr=1e-3", "weighting.params.cagrad.calpha=1"])
+    assert config.weighting.params == {"auto_lambda": {"meta_lr": 0.001}, "cagrad": {"calpha": 1.0}}
+    flat = load_config(tiny, [name, "weighting.params.meta_lr=1e-3", "weighting.params.cagrad.rescale=2"])
+    assert flat.weighting.params == {"meta_lr": 0.001, "cagrad": {"rescale": 2}}
+    with pytest.raises(
+        ConfigError, match=r"'weighting.params.cagrad.bogus' is not a parameter of weighting 'cagrad' \(its parameters: calpha, "
+    ):
+        load_config(tiny, [name, "weighting.params.cagrad.bogus=1"])
+    with pytest.raises(ConfigError, match=r"'weighting.params.cagrad.calpha': expected a number, got 'x'"):
+        load_config(tiny, [name, "weighting.params.cagrad.calpha=x"])
+    with pytest.raises(ConfigError, match=r"'weighting.params.calpha' is not a parameter of weighting 'auto_lambda'"):
+        load_config(tiny, [name, "weighting.params.calpha=1"])  # flat keys are the first method's
+    with pytest.raises(ConfigError, match=r"'weighting.params.fd_radius': with 'weighting.params.auto_lambda' given"):
+        load_config(tiny, [name, "weighting.params.auto_lambda.meta_lr=1e-3", "weighting.params.fd_radius=0.1"])
+
+
+def test_backend_option_given_to_the_wrong_backend(tiny):
+    with pytest.raises(ConfigError) as error:
+        load_config(tiny, ["env.options.action_mode=keyframe"])
+    assert str(error.value) == f"{tiny} + overrides: 'env.options.action_mode' is not an option of backend 'metaworld' (its options: none)"
+    rlbench = ROOT / "configs" / "rlbench10.yaml"
+    with pytest.raises(
+        ConfigError, match=r"'env.options.bogus' is not an option of backend 'rlbench' \(its options: action_mode, variation, render_mode\)"
+    ):
+        load_config(rlbench, ["env.options.bogus=1"])
+    with pytest.raises(ConfigError, match=r"'env.backend': unknown backend 'mujoco' \(registered: (\w+, )*metaworld, rlbench(, \w+)*\)"):
+        load_config(tiny, ["env.backend=mujoco"])
+    with pytest.raises(ConfigError, match=r"unknown key 'env.variation' .*backend options go in 'env.options'"):
+        load_config(tiny, ["env.variation=2"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("env.options.action_mode=teleport", "'env.options.action_mode': 'teleport' is not one of keyframe, joint_velocity"),
+        ("env.options.render_mode=vulkan", "'env.options.render_mode': 'vulkan' is not one of opengl, opengl3"),
+        ("env.options.variation=-2", "'env.options.variation': -2 must be -1 (random) or a variation number >= 0"),
+        ("env.options.variation=first", "'env.options.variation': expected an integer, got 'first'"),
+    ],
+)
+def test_bad_rlbench_option_value(override, message):
+    path = ROOT / "configs" / "rlbench10.yaml"
+    with pytest.raises(ConfigError) as error:
+        load_config(path, [override])
+    assert str(error.value) == f"{path} + overrides: {message}"
+
+
+def test_rlbench_options_round_trip():
+    from rlmtl.envs.rlbench_backend import RLBenchOptions
+
+    config = load_config(ROOT / "configs" / "rlbench10.yaml", ["env.options.variation=2", "env.options.action_mode=joint_velocity"])
+    assert config.env.options == RLBenchOptions(action_mode="joint_velocity", variation=2, render_mode="opengl")
+    data = config_to_dict(config)
+    assert data["env"]["options"] == {"action_mode": "joint_velocity", "variation": 2, "render_mode": "opengl"}
+    assert yaml.safe_load(yaml.safe_dump(data)) == data  # plain data, as checkpoints and config.yaml store it
+    again = config_from_dict(data, "checkpoint config")
+    assert again == config and again.env.options == config.env.options
+    metaworld = config_to_dict(load_config(None))
+    assert metaworld["env"]["options"] == {} and config_from_dict(metaworld) == load_config(None)
+
+
+def test_configs_written_before_env_options_still_load():
+    """Checkpoints and run folders hold the old flat env keys (every backend had all three)."""
+    from rlmtl.envs import NoOptions
+    from rlmtl.envs.rlbench_backend import RLBenchOptions
+
+    old = config_to_dict(load_config(None))
+    del old["env"]["options"]
+    old["env"].update(action_mode="keyframe", variation=0, render_mode="opengl")
+    assert config_from_dict(old, "old checkpoint").env.options == NoOptions()
+    old_rlbench = config_to_dict(load_config(ROOT / "configs" / "rlbench10.yaml"))
+    del old_rlbench["env"]["options"]
+    old_rlbench["env"].update(action_mode="joint_velocity", variation=3, render_mode="opengl3")
+    assert config_from_dict(old_rlbench).env.options == RLBenchOptions("joint_velocity", 3, "opengl3")
+
+
+def test_dataset_file_names_do_not_change():
+    """Cached datasets keep the names they had before backends had typed options."""
+    mt10 = dataset_path(load_config(ROOT / "configs" / "mt10.yaml"))
+    rlbench = ROOT / "configs" / "rlbench10.yaml"
+    assert mt10.name == "mt10-state-50demos-seed0-99e69373c8.h5"
+    views = "rlbench10-front-wrist-left_shoulder-right_shoulder-100demos-seed0"
+    assert dataset_path(load_config(rlbench)).name == f"{views}-d8d4f663fd.h5"
+    assert dataset_path(load_config(rlbench, ["env.options.variation=2"])).name == f"{views}-03b55855c5.h5"
+    assert dataset_path(load_config(rlbench, ["env.options.action_mode=joint_velocity"])).name == f"{views}-1813542e1c.h5"
+
+
+def test_config_keys_and_plugin_sections_have_help():
+    from rlmtl.cli import main
+
+    rows = {key: text for key, _, text in field_help()}
+    assert "env.options" in rows and "env.action_mode" not in rows
+    assert main(["config"]) == 0

@@ -26,13 +26,13 @@ import yaml
 from conftest import tiny_config_dict
 from kill_helpers import KILL_ENV, is_step_temp
 
-from rlmtl.checkpoint import load_checkpoint, resolve_checkpoint, resolve_last, save_checkpoint, update_last_pointer
-from rlmtl.collect import collect
 from rlmtl.config import load_config
+from rlmtl.data.collect import collect
 from rlmtl.errors import CheckpointError
+from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint, resolve_last, save_checkpoint, update_last_pointer
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent / "helpers"
 STEPS, EVERY = 120, 10  # 12 checkpoints; log_every = checkpoint_every so metric intervals match after a resume
 FINAL = f"step_{STEPS:08d}.pt"
 

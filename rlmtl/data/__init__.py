@@ -1,1 +1,2 @@
-"""Datasets: the HDF5 multi-task demo format, statistics and the task-balanced sampler."""
+"""Data: the dataset format (dataset.py), task-balanced batches (sampler.py), keyframes of a demo
+(keyframes.py), expert demo collection (collect.py) and RLBench dataset import (import_rlbench.py)."""

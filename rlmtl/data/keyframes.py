@@ -1,6 +1,6 @@
 """Keyframes of a demonstration: the poses a next-best-pose agent must reach, in order.
 
-The rule (the one ARM, PerAct and RVT train with; shared/reference/rlbench.md, Sec. 6). Step t
+The rule (the one ARM, PerAct and RVT train with; PerAct `helpers/demo_loading_utils.py::keypoint_discovery`). Step t
 (0 < t < T - 1) of a demo of T steps is a keyframe when
 
 1. the gripper changes state: `gripper_open[t] != gripper_open[t - 1]` (a grasp or a release), or

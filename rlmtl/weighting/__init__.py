@@ -1,12 +1,11 @@
 """Pluggable multi-task loss weighting: one interface (`Weighting`), one registry (`WEIGHTINGS`).
 
-Every module in this package that defines a method registers it when imported; importing the
-package imports them all, so adding a method is one new file with `@register_weighting`.
+Each method is one file in `methods/` that registers itself with `@register_weighting`; importing
+this package imports them all, so adding a method is one new file there. The support code the
+methods share (the engine, lookahead steps, solvers, compositions, a buffer Adam) sits beside them.
 """
 
-import importlib
-import pkgutil
-
+from rlmtl.weighting import methods as _methods  # noqa: F401  (registers every method)
 from rlmtl.weighting.base import (
     WEIGHTINGS,
     Requirements,
@@ -17,11 +16,6 @@ from rlmtl.weighting.base import (
     register_weighting,
 )
 from rlmtl.weighting.engine import MultiTaskBackward
-
-_INFRASTRUCTURE = {"base", "engine", "adam", "lookahead", "compose", "solvers"}
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in _INFRASTRUCTURE:
-        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "WEIGHTINGS",

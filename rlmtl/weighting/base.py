@@ -28,6 +28,11 @@ so every rank computes the same weights and state; see `reduces_own_statistics`.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import inspect
+import re
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -123,6 +128,17 @@ class Weighting(nn.Module):
         super().__init__()
         self.num_tasks = num_tasks
 
+    @classmethod
+    def params_class(cls) -> type:
+        """The method's parameters as a frozen dataclass, generated once per class from the
+        constructor's signature (every parameter after `num_tasks`, with its resolved type hint,
+        its default and, as `metadata["help"]`, its entry in the class docstring's "Args:")."""
+        made = cls.__dict__.get("_params_class")
+        if made is None:
+            made = params_dataclass(cls)
+            cls._params_class = made
+        return made
+
     def combine(self, losses: torch.Tensor, context: StepContext) -> WeightingResult:
         """Turn the per-task losses [K] into weights, a loss to backpropagate, or a shared gradient."""
         raise NotImplementedError
@@ -152,6 +168,71 @@ WEIGHTINGS: Registry[Callable[..., Weighting]] = Registry("weighting")
 def register_weighting(name: str) -> Callable[[type[Weighting]], type[Weighting]]:
     """Class decorator: `@register_weighting("famo")`."""
     return WEIGHTINGS.register(name)
+
+
+def _docstring_args(doc: str | None) -> dict[str, str]:
+    """{name: text} of the "Args:" section of a Google-style docstring (continuation lines joined)."""
+    entries: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "Args:"]
+    if not starts:
+        return entries
+    section_indent = len(lines[starts[0]]) - len(lines[starts[0]].lstrip())
+    entry_indent: int | None = None
+    current: str | None = None
+    for line in lines[starts[0] + 1 :]:
+        text = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if not text or indent <= section_indent:
+            break
+        entry_indent = indent if entry_indent is None else entry_indent
+        match = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)", text)
+        if indent == entry_indent and match:
+            current = match.group(1)
+            entries[current] = match.group(2)
+        elif current is not None:
+            entries[current] = f"{entries[current]} {text}".strip()
+    return entries
+
+
+def params_dataclass(factory: Callable[..., Any]) -> type:
+    """A frozen dataclass of the parameters `factory` (a Weighting class or a factory function)
+    takes after `num_tasks`: field types from `typing.get_type_hints`, the signature's defaults,
+    `metadata["help"]` from the docstring's "Args:" section. `**kwargs` are not listed."""
+    target = factory.__init__ if isinstance(factory, type) else factory
+    parameters = list(inspect.signature(target).parameters.values())
+    names = [p.name for p in parameters]
+    start = names.index("num_tasks") + 1 if "num_tasks" in names else int(isinstance(factory, type))
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001  (an annotation that does not resolve: left unchecked)
+        hints = {}
+    # help: the docstring of the class that defines the constructor, then the class's own
+    owner = next((k for k in factory.__mro__ if "__init__" in k.__dict__), factory) if isinstance(factory, type) else factory
+    helps = {
+        **_docstring_args(getattr(target, "__doc__", None)),
+        **_docstring_args(owner.__doc__),
+        **_docstring_args(getattr(factory, "__doc__", None)),
+    }
+    fields = []
+    for parameter in parameters[start:]:
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        spec: dict[str, Any] = {"metadata": {"help": helps.get(parameter.name, "")}}
+        if isinstance(parameter.default, (list, dict, set)):
+            spec["default_factory"] = lambda value=parameter.default: copy.deepcopy(value)
+        elif parameter.default is not inspect.Parameter.empty:
+            spec["default"] = parameter.default
+        fields.append((parameter.name, hints.get(parameter.name, Any), dataclasses.field(**spec)))
+    name = getattr(factory, "__name__", "Weighting")
+    namespace = {"__module__": getattr(factory, "__module__", __name__), "__doc__": f"Parameters of {name} (see its docstring)."}
+    return dataclasses.make_dataclass(f"{name}Params", fields, frozen=True, kw_only=True, namespace=namespace)
+
+
+def params_class_of(entry: Callable[..., Any]) -> type:
+    """The parameter dataclass of a registered method (a Weighting subclass or a factory)."""
+    method = getattr(entry, "params_class", None)
+    return method() if callable(method) else params_dataclass(entry)
 
 
 def make_weighting(name: str, num_tasks: int, params: dict[str, Any] | None = None) -> Weighting:

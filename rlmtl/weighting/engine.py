@@ -13,6 +13,12 @@ It provides exactly what the method's `requirements` ask for. Per-task gradients
 parameters come from `per_task_gradients` when the model offers a batched implementation (rlmtl's
 agent: one vmapped backward), otherwise from K `autograd.grad` calls on the per-task losses.
 
+With an agent (`MultiTaskBackward.for_agent`, what rlmtl's trainer uses) the engine is configured
+in one call and runs the whole weighting side of a step itself: it computes the losses of the batch,
+samples nothing but says whether the method reads a second batch this step (`needs_val_batch`),
+steps the optimizer (skipping a non-finite step on the device: `optimizer_step`), computes the
+post-step losses a method asks for, and counts the steps (`steps`, the run's one step counter).
+
 Data parallelism (`reducer=`, e.g. `rlmtl.distributed.Ranks` under torchrun): the method sees the
 losses averaged over ranks (with this rank's graph) and the task gradients [K, P] averaged in one
 flat all-reduce (with the heads' gradients), so every rank computes the same weights and state;
@@ -34,6 +40,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import torch
 from torch import nn
 
+from rlmtl.agents.base import MultiTaskAgent
 from rlmtl.weighting.base import Params, StepContext, Weighting, WeightingResult
 
 # (batch) -> (losses [K] detached, shared grads [K, P], task-specific grads: one [K, *shape] per
@@ -71,6 +78,8 @@ class MultiTaskBackward:
         reducer: averages over data-parallel ranks (`rlmtl.distributed.Ranks`); None = one process.
         skip_nonfinite: detect non-finite losses / gradients on the device (`found_inf`, for the
             optimizer to skip the step) and keep the method's state unchanged on such steps.
+        task_losses: (batch) -> [K] losses with their graph; then `backward(batch=...)` and
+            `after_step()` compute the losses (and the post-step losses) themselves.
     """
 
     def __init__(
@@ -86,8 +95,10 @@ class MultiTaskBackward:
         per_task_gradients: PerTaskGradients | None = None,
         reducer: Reducer | None = None,
         skip_nonfinite: bool = False,
+        task_losses: Callable[[Any], torch.Tensor] | None = None,
     ) -> None:
         self.weighting = weighting
+        self.task_losses = task_losses
         self.shared_parameters = list(shared_parameters)
         self.task_parameters = list(task_parameters)
         self.optimizer = optimizer
@@ -120,6 +131,60 @@ class MultiTaskBackward:
         self.reducer: Reducer | None = None
         self.set_reducer(reducer)
 
+    @classmethod
+    def for_agent(
+        cls,
+        agent: MultiTaskAgent,
+        weighting: Weighting,
+        optimizer: torch.optim.Optimizer,
+        *,
+        primary_tasks: Sequence[int] | None = None,
+        reducer: Reducer | None = None,
+        skip_nonfinite: bool = False,
+    ) -> "MultiTaskBackward":
+        """The engine for an agent (agents/base.py `MultiTaskAgent`): its batched per-task gradients
+        (one vmapped backward), its losses at other parameters for lookahead methods, its losses
+        per batch. With `skip_nonfinite` the optimizer must be a fused one, whose step reads
+        `found_inf` (see `optimizer_step`)."""
+        if skip_nonfinite and not optimizer.defaults.get("fused"):
+            raise ValueError("skip_nonfinite needs a fused optimizer (fused=True), whose step reads found_inf")
+        return cls(
+            weighting,
+            agent.shared_parameters(),
+            agent.task_specific_parameters(),
+            optimizer=optimizer,
+            named_parameters=dict(agent.named_parameters()),
+            losses_at=lambda params, batch: torch.func.functional_call(agent, params, (batch,)),
+            primary_tasks=primary_tasks or [],
+            per_task_gradients=agent.gradient_rows,
+            reducer=reducer,
+            skip_nonfinite=skip_nonfinite,
+            task_losses=agent.task_losses,
+        )
+
+    def needs_val_batch(self) -> bool:
+        """Whether the method reads a second batch at this step (sample it only then)."""
+        return self.weighting.uses_val_batch(self.steps)
+
+    @property
+    def skipped(self) -> torch.Tensor | None:
+        """0-dim bool on the device: this step was non-finite and is skipped (None without `skip_nonfinite`)."""
+        return None if self.found_inf is None else self.found_inf > 0
+
+    def optimizer_step(self) -> None:
+        """`optimizer.step()`; on a non-finite step the fused optimizer skips the update on the
+        device (it reads `found_inf`, as under a GradScaler): no host sync, no step count."""
+        if self.optimizer is None:
+            raise ValueError("optimizer_step() needs the optimizer: pass optimizer=")
+        if self.found_inf is None:
+            self.optimizer.step()
+            return
+        self.optimizer.found_inf = self.found_inf
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf
+
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
 
@@ -145,8 +210,8 @@ class MultiTaskBackward:
     ) -> tuple[torch.Tensor, WeightingResult]:
         """Combine the per-task losses and set `.grad` on the model's parameters.
 
-        `losses` [K] (with their graph) is required unless a batched `per_task_gradients` is
-        used for a task-gradient method (then `batch` is). Returns (losses [K] detached, averaged
+        `losses` [K] (with their graph) is required unless the engine has `task_losses` or a
+        batched `per_task_gradients` for a task-gradient method (then `batch` is). Returns (losses [K] detached, averaged
         over ranks under data parallelism; result).
         """
         needs = self.weighting.requirements
@@ -161,7 +226,9 @@ class MultiTaskBackward:
                     raise ValueError("pass the per-task losses [K]")
                 task_grads = self._autograd_task_grads(losses)
         elif losses is None:
-            raise ValueError("pass the per-task losses [K]")
+            if self.task_losses is None or batch is None:
+                raise ValueError("pass the per-task losses [K]")
+            losses = self.task_losses(batch)
         # the method sees the mean over ranks (value) with this rank's graph: x - x.detach() is exactly 0
         mean_losses = losses.detach().clone() if self.reducer is not None else losses.detach()
         self._mean_in_place([mean_losses, *([task_grads] if task_grads is not None else []), *(head_grads or [])])
@@ -210,10 +277,14 @@ class MultiTaskBackward:
         return mean_losses, result
 
     def after_step(self, losses_after: torch.Tensor | None = None) -> None:
-        """Call after optimizer.step(); `losses_after` [K] (same batches, updated model) if the method asks.
+        """Call after optimizer.step(); `losses_after` [K] (same batches, updated model) if the method
+        asks (with `task_losses` the engine computes them on this step's batch).
 
         With `skip_nonfinite`, a step whose losses or gradients were non-finite (`found_inf`), or
         whose `losses_after` are, leaves the method's state as it was before `backward`."""
+        if self.weighting.requirements.post_step_losses and losses_after is None and self.task_losses is not None and self._context:
+            with torch.no_grad():
+                losses_after = self.task_losses(self._context.batch)
         if self.weighting.requirements.post_step_losses and losses_after is None:
             raise ValueError(f"{type(self.weighting).__name__} needs the losses after the step: pass losses_after=")
         if self._context is None:

@@ -2,7 +2,7 @@
 
 Auto-Lambda's virtual step, HydaLearn's and TAG's lookaheads must mirror the optimizer the run
 really uses (the official Auto-Lambda code only knows SGD and reads `param_groups[0]`; see
-shared/reference/weighting.md §3.8). Supported exactly, per parameter group: `torch.optim.SGD`
+official auto-lambda `auto_lambda.py`, `virtual_step`). Supported exactly, per parameter group: `torch.optim.SGD`
 (momentum, dampening, nesterov, weight decay) and `torch.optim.Adam` / `AdamW` (bias correction,
 L2 vs decoupled weight decay; not amsgrad). The step is pure tensor arithmetic, so it is
 differentiable with respect to the gradients passed in (used by the tests' autograd references).

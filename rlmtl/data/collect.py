@@ -1,0 +1,138 @@
+"""`rlmtl collect`: scripted-expert demos for every task, in parallel, into one dataset file.
+
+Attempt `a` of task `t` always uses scene `scene_seed("train", data.seed, t, a)`. Attempts run in
+rounds; after each round a task that has fewer successful demos than asked gets more attempts,
+up to `data.max_attempts_per_demo` x the request. The demos kept are the successful attempts
+with the lowest indices, so the file does not depend on the number of workers or on timing.
+
+Attempts run in the same `RobustPool` as evaluation episodes: a worker that crashes (a simulator
+segfault) or hangs (`data.attempt_timeout_s`) is killed and replaced and the attempt rerun with the
+same scene seed, up to `data.max_attempt_retries` times; an attempt that still fails counts as a
+failed attempt (reported on stderr), so one bad scene never aborts the collection.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from rlmtl.build import env_settings
+from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
+from rlmtl.data.dataset import Episode, TaskRecord, read_attrs, write_dataset
+from rlmtl.envs import EnvSettings, make_suite, scene_seed
+from rlmtl.errors import DatasetError, RlmtlError
+from rlmtl.evaluation.rollout import run_episode
+from rlmtl.pool import Job, RobustPool, resolve_workers
+
+_WORKER_CACHE: dict = {}
+
+
+def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode | None:
+    """Worker job: one expert episode; None when the expert failed. A suite without a scripted
+    expert records the demo with its own demonstrator (`Suite.record_demo`, e.g. RLBench's
+    `get_demos(live_demos=True)`)."""
+    if settings not in _WORKER_CACHE:
+        suite = make_suite(settings.backend, settings.suite)
+        _WORKER_CACHE[settings] = (suite, suite.make_env(settings), suite.make_expert(settings.task))
+    suite, env, expert = _WORKER_CACHE[settings]
+    if expert is None:
+        try:
+            return suite.record_demo(env, seed, attempt)
+        except NotImplementedError:
+            raise RlmtlError(f"backend {settings.backend!r} has no scripted expert or demo recorder for task {settings.task!r}") from None
+    outcome, episode = run_episode(env, expert, seed, record=True)
+    if not outcome.success:
+        return None
+    assert episode is not None
+    episode.attempt = attempt
+    return episode
+
+
+def dataset_attrs(config: RunConfig, suite: Any, tasks: list[str], obs_spec: dict[str, Any], seeds: dict[str, Any]) -> dict[str, Any]:
+    """The root attributes every rlmtl dataset carries (see rlmtl/data/dataset.py), for `config`."""
+    return {
+        "backend": config.env.backend,
+        "suite": config.env.suite,
+        "tasks": tasks,
+        "observation_spec": {k: v.to_dict() for k, v in obs_spec.items()},
+        "action_spec": suite.action_spec().to_dict(),
+        "seeds": seeds,
+        "max_episode_steps": config.env.max_episode_steps or suite.max_episode_steps,
+        "fingerprint": dataset_fingerprint(config),
+    }
+
+
+def dataset_is_current(path: Path, config: RunConfig) -> bool:
+    """True when `path` exists and was written with the same collection settings."""
+    if not path.is_file():
+        return False
+    try:
+        attrs = read_attrs(path)
+    except DatasetError:
+        return False
+    return attrs.get("fingerprint") == dataset_fingerprint(config)
+
+
+def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
+    """Collect (or reuse) the dataset of `config`; returns its path."""
+    path = dataset_path(config)
+    if not force and dataset_is_current(path, config):
+        print(f"rlmtl collect: reusing {path} (same settings)", file=sys.stderr)
+        return path
+    suite = make_suite(config.env.backend, config.env.suite)
+    tasks = suite.select_tasks(config.env.tasks)
+    obs_spec = suite.observation_spec(config.env.cameras, config.env.image_size)
+    wanted = config.data.demos_per_task
+    max_attempts = max(wanted, math.ceil(wanted * config.data.max_attempts_per_demo))
+    kept: dict[str, list[Episode]] = {task: [] for task in tasks}
+    attempts = {task: 0 for task in tasks}
+    settings = {task: env_settings(config, task) for task in tasks}
+    workers = resolve_workers(config.data.workers)
+    bar = tqdm(total=wanted * len(tasks), desc="collect", unit="demo", disable=not progress, file=sys.stderr)
+    pool = RobustPool(workers, timeout_s=config.data.attempt_timeout_s, max_retries=config.data.max_attempt_retries)
+    with pool:
+        while True:
+            jobs = []
+            for task in tasks:
+                missing = wanted - len(kept[task])
+                budget = max_attempts - attempts[task]
+                # ask for a little more than missing, since the expert fails on some scenes
+                count = min(budget, missing + math.ceil(0.1 * missing)) if missing > 0 else 0
+                for attempt in range(attempts[task], attempts[task] + count):
+                    seed = scene_seed("train", config.data.seed, suite.task_index(task), attempt)
+                    jobs.append(Job((task, attempt), _expert_episode, (settings[task], seed, attempt)))
+                attempts[task] += count
+            if not jobs:
+                break
+            episodes: dict[tuple[str, int], Episode] = {}
+            for result in pool.run(jobs):
+                task, attempt = result.key
+                if not result.ok:
+                    message = f"{task} attempt {attempt} failed {result.attempts} times ({result.error}); counted as a failed attempt"
+                    bar.write(f"rlmtl collect: {message}", file=sys.stderr)
+                elif result.value is not None:
+                    episodes[result.key] = result.value
+            for (task, _), episode in sorted(episodes.items(), key=lambda item: item[0][1]):  # lowest attempts first
+                if len(kept[task]) < wanted:
+                    kept[task].append(episode)
+                    bar.update(1)
+            for task in tasks:
+                kept[task].sort(key=lambda e: e.attempt)
+    bar.close()
+    shortfall = {task: wanted - len(kept[task]) for task in tasks if len(kept[task]) < wanted}
+    if shortfall:
+        details = ", ".join(f"{task}: {wanted - n}/{wanted} after {attempts[task]} attempts" for task, n in shortfall.items())
+        print(f"rlmtl collect: shortfall of successful demos ({details})", file=sys.stderr)
+    empty = [task for task in tasks if not kept[task]]
+    if empty:
+        raise DatasetError(f"{path}: no successful expert demo for task(s) {empty} after {max_attempts} attempts each; nothing written")
+    records = [TaskRecord(task, suite.task_index(task), kept[task], wanted, attempts[task]) for task in tasks]
+    seeds = {"split": "train", "base_seed": config.data.seed, "scene_seed": "SeedSequence([0, base_seed, task_index, attempt])"}
+    attrs = {**dataset_attrs(config, suite, tasks, obs_spec, seeds), "shortfall": shortfall}
+    write_dataset(path, attrs, records)
+    print(f"rlmtl collect: wrote {path} ({sum(len(v) for v in kept.values())} demos, {len(tasks)} tasks)", file=sys.stderr)
+    return path

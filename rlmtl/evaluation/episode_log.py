@@ -1,0 +1,143 @@
+"""The episodes log: one JSON line per finished evaluation episode, so an evaluation can resume.
+
+`rlmtl eval` appends a line to `<out>/eval_episodes.jsonl` (`eval_episodes.rank<R>.jsonl` per
+rank of a sharded evaluation) as each episode finishes, flushed and fsynced before the next
+result is taken. A line is keyed by the checkpoint's content hash, the environment settings'
+digest, the task, the episode index and its scene seed, so a rerun of the same evaluation skips
+the episodes already in any log of the folder, and a different checkpoint or setting never
+reuses them. Episodes that ended in an error (worker crash or hang after every rerun) are logged
+with `error` set and are run again on resume; an outcome beats an error for the same key.
+
+A crash can tear only the last line; readers ignore it and the writer cuts it off before
+appending. Delete the `eval_episodes*.jsonl` files to evaluate from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from rlmtl.envs import EnvSettings
+from rlmtl.errors import OutputError
+
+LOG_NAME = "eval_episodes.jsonl"
+
+
+def log_name(rank: int, world_size: int) -> str:
+    """File name of a rank's log (the plain name without sharding)."""
+    return LOG_NAME if world_size <= 1 else f"eval_episodes.rank{rank}.jsonl"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (first 16 hex digits): the identity of a checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def settings_digest(settings: EnvSettings) -> str:
+    """Digest of what changes an episode's outcome (video camera and size do not)."""
+    relevant = {k: v for k, v in asdict(settings).items() if k not in ("video_camera", "video_size", "task", "options")}
+    relevant["extra"] = sorted(asdict(settings.options).items())  # the backend's options as (key, value) pairs
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=repr).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class EpisodeKey:
+    """Identity of one evaluation episode."""
+
+    checkpoint: str
+    settings: str
+    task: str
+    episode: int
+    scene_seed: int
+
+
+def _key_of(record: dict[str, Any]) -> EpisodeKey:
+    return EpisodeKey(
+        str(record["checkpoint"]), str(record["settings"]), str(record["task"]), int(record["episode"]), int(record["scene_seed"])
+    )
+
+
+def read_log(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of one log; a torn (unparseable) last line is skipped, others are warned about."""
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except FileNotFoundError:
+        return
+    last = len(lines) - 1
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            _key_of(record)
+        except (ValueError, KeyError, TypeError):
+            if number < last:  # only the final line can be torn by a crash
+                print(f"rlmtl eval: warning: {path}:{number + 1}: unreadable line skipped", file=sys.stderr)
+            continue
+        yield record
+
+
+def read_logs(folder: Path) -> dict[EpisodeKey, dict[str, Any]]:
+    """Every record in the folder's `eval_episodes*.jsonl`, one per key (an outcome beats an error)."""
+    merged: dict[EpisodeKey, dict[str, Any]] = {}
+    for path in sorted(folder.glob("eval_episodes*.jsonl")):
+        for record in read_log(path):
+            key = _key_of(record)
+            if key not in merged or merged[key].get("error"):
+                merged[key] = record
+    return merged
+
+
+class EpisodeLog:
+    """Appends records to one log file, each flushed and fsynced; use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._cut_torn_tail()
+            self._handle = open(self.path, "ab")
+        except OSError as error:
+            raise OutputError(f"{self.path}: cannot open the episodes log ({error.strerror or error})") from None
+
+    def _cut_torn_tail(self) -> None:
+        """Drop a last line without its newline (a write torn by a crash)."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "rb+") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+                os.fsync(handle.fileno())
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record as a line and make it durable before returning."""
+        try:
+            self._handle.write(json.dumps(record, sort_keys=True).encode() + b"\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as error:
+            raise OutputError(f"{self.path}: cannot append to the episodes log ({error.strerror or error})") from None
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "EpisodeLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def key_record(key: EpisodeKey) -> dict[str, Any]:
+    """The key fields of a log record."""
+    return asdict(key)

@@ -1,0 +1,243 @@
+"""`rlmtl eval`: headless rollouts of a checkpoint in parallel worker processes.
+
+Episode `e` of task `t` uses scene `scene_seed("eval", eval.seed, t, e)`, a stream disjoint from
+the demos' ("train"), so results are reproducible and never measured on training scenes.
+Episodes run in a `RobustPool`: a worker that crashes or hangs (`eval.episode_timeout_s`) is
+replaced and its episode rerun with the same seed, up to `eval.max_episode_retries` times; an
+episode that still fails is an *error*, reported per task and kept out of that task's success
+rate. The result and its success rates are defined in `rlmtl.evaluation.results`.
+With an output folder, each finished episode is appended to the episodes log (`rlmtl.evaluation.episode_log`)
+so an interrupted evaluation resumes; with `world_size` > 1 the jobs are sharded over ranks.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from tqdm import tqdm
+
+from rlmtl.build import agent_from_checkpoint, env_settings
+from rlmtl.config import RunConfig, config_from_dict
+from rlmtl.distributed import Ranks
+from rlmtl.envs import EnvSettings, make_suite, scene_seed
+from rlmtl.errors import RlmtlError
+from rlmtl.evaluation.episode_log import EpisodeKey, EpisodeLog, file_digest, key_record, log_name, read_logs, settings_digest
+from rlmtl.evaluation.results import EpisodeError, EvalResult, Slot, summarise
+from rlmtl.evaluation.rollout import EpisodeOutcome, run_episode
+from rlmtl.evaluation.settings import EvalSettings
+from rlmtl.evaluation.shard import barrier, shard
+from rlmtl.evaluation.videos import write_videos
+from rlmtl.pool import Job, JobResult, RobustPool, resolve_workers
+from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_evaluator(checkpoint: str) -> None:
+    payload = load_checkpoint(checkpoint)
+    _WORKER["checkpoint"] = checkpoint
+    _WORKER["meta"] = payload["meta"]
+    _WORKER["agent"] = agent_from_checkpoint(payload)
+    _WORKER["envs"] = {}
+
+
+def _episode_job(settings: EnvSettings, task_index: int, seed: int, video: bool) -> EpisodeOutcome:
+    """Worker job: one policy episode."""
+    envs = _WORKER["envs"]
+    if settings not in envs:
+        suite = make_suite(settings.backend, settings.suite)
+        envs[settings] = suite.make_env(settings)
+    agent = _WORKER["agent"]
+    outcome, _ = run_episode(envs[settings], lambda obs: agent.act(obs, task_index), seed, video=video)
+    return outcome
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One evaluation episode to run."""
+
+    task_index: int
+    task: str
+    episode: int
+    scene_seed: int
+    record: bool
+    settings: EnvSettings
+
+    @property
+    def slot(self) -> Slot:
+        return (self.task_index, self.episode)
+
+
+def _outcome_from_record(record: dict[str, Any]) -> EpisodeOutcome:
+    return EpisodeOutcome(
+        success=bool(record["success"]),
+        steps=int(record["steps"]),
+        scene_seed=int(record["scene_seed"]),
+        failure=str(record.get("failure", "")),
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, settings: EvalSettings, out: Path | None = None, shard_of: Ranks | None = None
+) -> EvalResult | None:
+    """Roll the checkpoint's policy out on every task; returns the eval.json content.
+
+    `out`: append each finished episode to its episodes log there, skip the episodes already
+    logged, and write videos to `out/videos` (no folder: no log, no videos). `shard_of` (a torchrun
+    rank of several): run this rank's share, then (rank 0) gather every rank's log from `out` into
+    the full result; the other ranks return None.
+    """
+    s = settings
+    rank, world_size = (shard_of.rank, shard_of.world_size) if shard_of is not None else (0, 1)
+    video = s.video and out is not None
+    _check_request(s, video, out, world_size)
+    path = resolve_checkpoint(checkpoint)
+    payload = load_checkpoint(path)
+    config = config_from_dict(payload["meta"]["config"], f"{path} config")
+    tasks: list[str] = payload["meta"]["tasks"]
+    jobs = _build_jobs(config, tasks, s, video)
+    identity = file_digest(path)
+    keys = {job.slot: EpisodeKey(identity, settings_digest(job.settings), job.task, job.episode, job.scene_seed) for job in jobs}
+    outcomes = _logged_outcomes(out, jobs, keys)
+    errors: dict[Slot, EpisodeError] = {}
+    mine = [job for job in shard(jobs, rank, world_size, [job.record for job in jobs]) if job.slot not in outcomes]
+    if mine:
+        log_path = out / log_name(rank, world_size) if out is not None else None
+        _run_episodes(path, mine, keys, s, log_path, s.progress and rank == 0, outcomes, errors)
+    if world_size > 1:
+        barrier(world_size)
+        if rank != 0:
+            return None
+        assert out is not None
+        _gather(out, jobs, keys, outcomes, errors)
+    summary = summarise(tasks, s.episodes_per_task, outcomes, errors)
+    result: EvalResult = {
+        **summary,
+        "checkpoint": str(path),
+        "step": int(payload["step"]),
+        "suite": config.env.suite,
+        "backend": config.env.backend,
+        "seed": s.seed,
+    }
+    if video:
+        assert out is not None
+        result["videos"] = write_videos(out / "videos", tasks, outcomes, s.video_format)
+    return result
+
+
+def _check_request(settings: EvalSettings, video: bool, out: Path | None, world_size: int) -> None:
+    """RlmtlError, before any work, for mp4 videos without imageio-ffmpeg or a sharded run without `out`."""
+    if video and settings.video_format == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise RlmtlError("eval.video_format=mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or use gif") from None
+    if world_size > 1 and out is None:
+        raise RlmtlError("a sharded evaluation (WORLD_SIZE > 1) gathers through the episode logs: give it an output folder")
+
+
+def _build_jobs(config: RunConfig, tasks: list[str], settings: EvalSettings, video: bool) -> list[EpisodeJob]:
+    """Every (task, episode) of the evaluation, task-major; the first `video_episodes` of a task record video."""
+    s = settings
+    suite = make_suite(config.env.backend, config.env.suite)
+    camera = s.video_camera or suite.default_camera
+    jobs: list[EpisodeJob] = []
+    for index, task in enumerate(tasks):
+        env = env_settings(config, task, video_camera=camera if video else "", video_size=s.video_size if video else 0)
+        for episode in range(s.episodes_per_task):
+            scene = scene_seed("eval", s.seed, suite.task_index(task), episode)
+            jobs.append(EpisodeJob(index, task, episode, scene, video and episode < s.video_episodes, env))
+    return jobs
+
+
+def _logged_outcomes(log_dir: Path | None, jobs: list[EpisodeJob], keys: dict[Slot, EpisodeKey]) -> dict[Slot, EpisodeOutcome]:
+    """The outcomes of the jobs already logged in `log_dir` without an error (none without a
+    folder); video episodes are not reused, they rerun for their frames."""
+    logged = read_logs(log_dir) if log_dir is not None else {}
+    outcomes: dict[Slot, EpisodeOutcome] = {}
+    for job in jobs:
+        record = logged.get(keys[job.slot])
+        if record is not None and not record.get("error") and not job.record:
+            outcomes[job.slot] = _outcome_from_record(record)
+    return outcomes
+
+
+def _run_episodes(
+    checkpoint: Path,
+    jobs: list[EpisodeJob],
+    keys: dict[Slot, EpisodeKey],
+    settings: EvalSettings,
+    log_path: Path | None,
+    progress: bool,
+    outcomes: dict[Slot, EpisodeOutcome],
+    errors: dict[Slot, EpisodeError],
+) -> None:
+    """Run `jobs` in a `RobustPool`, adding each to `outcomes` or (failed on every rerun) `errors`
+    and appending it to the episodes log at `log_path` (when given) as it finishes."""
+    s = settings
+    log = EpisodeLog(log_path) if log_path is not None else None
+    bar = tqdm(total=len(jobs), desc="eval", unit="episode", disable=not progress, file=sys.stderr)
+    workers = min(resolve_workers(s.workers), len(jobs))
+    pool = RobustPool(workers, _init_evaluator, (str(checkpoint),), s.episode_timeout_s, s.max_episode_retries)
+    by_slot = {job.slot: job for job in jobs}
+    try:
+        with pool:
+            for result in pool.run(Job(job.slot, _episode_job, (job.settings, job.task_index, job.scene_seed, job.record)) for job in jobs):
+                job = by_slot[cast(Slot, result.key)]
+                entry = _record_result(job, result, keys[job.slot], outcomes, errors, bar)
+                if log is not None:
+                    log.append(entry)
+                bar.update(1)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+
+
+def _record_result(
+    job: EpisodeJob,
+    result: JobResult,
+    key: EpisodeKey,
+    outcomes: dict[Slot, EpisodeOutcome],
+    errors: dict[Slot, EpisodeError],
+    bar: tqdm,
+) -> dict[str, Any]:
+    """File one finished job in `outcomes` or `errors` (reporting an error on `bar`); returns its log record."""
+    entry: dict[str, Any] = {**key_record(key), "attempts": result.attempts}
+    if result.ok:
+        outcome: EpisodeOutcome = result.value
+        outcomes[job.slot] = outcome
+        entry.update(success=outcome.success, steps=outcome.steps, failure=outcome.failure, error="")
+    else:
+        errors[job.slot] = {"scene_seed": job.scene_seed, "error": result.error, "attempts": result.attempts}
+        entry.update(error=result.error)
+        bar.write(
+            f"rlmtl eval: ERROR {job.task} episode {job.episode} (seed {job.scene_seed}) failed {result.attempts} times: {result.error}"
+        )
+    return entry
+
+
+def _gather(
+    log_dir: Path,
+    jobs: list[EpisodeJob],
+    keys: dict[Slot, EpisodeKey],
+    outcomes: dict[Slot, EpisodeOutcome],
+    errors: dict[Slot, EpisodeError],
+) -> None:
+    """Rank 0: fill in the other ranks' episodes from every log in `log_dir`."""
+    merged = read_logs(log_dir)
+    for job in jobs:
+        if job.slot in outcomes or job.slot in errors:
+            continue
+        record = merged.get(keys[job.slot])
+        if record is None:
+            raise RlmtlError(
+                f"{log_dir}: no rank logged {job.task} episode {job.episode}; every rank must write to the same (shared) output folder"
+            )
+        if record.get("error"):
+            errors[job.slot] = {"scene_seed": job.scene_seed, "error": record["error"], "attempts": record.get("attempts", 0)}
+        else:
+            outcomes[job.slot] = _outcome_from_record(record)

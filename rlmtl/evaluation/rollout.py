@@ -1,0 +1,74 @@
+"""One episode of any policy (a scripted expert or the trained agent) in a `TaskEnv`.
+
+Success follows Meta-World's convention: the task solved at any step; the episode stops at the
+first success or at the env's step limit. A simulator failure ends it too: `step` may set
+`info["failure"] = "<kind>"` (e.g. RLBench's IK error); the outcome records that kind, or
+`step_limit` for an unsolved episode that ran to the limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from rlmtl.data.dataset import Episode
+from rlmtl.envs.base import Observation, TaskEnv
+
+Policy = Callable[[Observation], np.ndarray]
+
+
+@dataclass
+class EpisodeOutcome:
+    """What an evaluation needs from one episode."""
+
+    success: bool
+    steps: int
+    scene_seed: int
+    frames: list[np.ndarray] = field(default_factory=list)
+    failure: str = ""  # why an unsolved episode ended: the env's info["failure"] or "step_limit"
+
+
+def run_episode(
+    env: TaskEnv, policy: Policy, scene_seed: int, record: bool = False, video: bool = False
+) -> tuple[EpisodeOutcome, Episode | None]:
+    """Roll `policy` out from scene `scene_seed`; optionally record the steps and video frames."""
+    observation, _ = env.reset(seed=scene_seed)
+    steps: dict[str, list[np.ndarray]] = {key: [] for key in observation} if record else {}
+    actions: list[np.ndarray] = []
+    rewards: list[float] = []
+    successes: list[bool] = []
+    frames: list[np.ndarray] = [env.render()] if video else []
+    success = False
+    truncated = False
+    failure = ""
+    step = 0
+    while not (success or truncated or failure):
+        action = np.asarray(policy(observation), dtype=np.float32)
+        if record:
+            for key, value in observation.items():
+                steps[key].append(value)
+            actions.append(action)
+        observation, reward, success, truncated, info = env.step(action)
+        failure = "" if success else str(info.get("failure") or "")
+        step += 1
+        if record:
+            rewards.append(reward)
+            successes.append(success)
+        if video:
+            frames.append(env.render())
+    if not success and not failure:
+        failure = "step_limit"
+    outcome = EpisodeOutcome(success=bool(success), steps=step, scene_seed=scene_seed, frames=frames, failure=failure)
+    if not record:
+        return outcome, None
+    episode = Episode(
+        observations={key: np.stack(values) for key, values in steps.items()},
+        actions=np.stack(actions),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        success=np.asarray(successes, dtype=bool),
+        scene_seed=scene_seed,
+        attempt=-1,
+    )
+    return outcome, episode

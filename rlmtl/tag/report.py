@@ -1,0 +1,90 @@
+"""`rlmtl affinity` artifacts: affinity.json, a heatmap, the strongest pairs over training, and
+the ranked task groupings per budget k (TAG, Fifty et al., NeurIPS 2021)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlmtl.atomic import atomic_path, write_text_atomic
+from rlmtl.report import read_metrics
+from rlmtl.tag.grouping import Grouping, search_groupings, serving_groups
+
+ORIENTATION = "affinity[i][j] = 1 - L_j(after a lookahead step on task i's gradient) / L_j(before): source i (row), recipient j (column)"
+
+
+def write_affinity(run_dir: Path, tasks: list[str], matrix: np.ndarray, max_groups: int, divide_by_lr: bool) -> dict[str, Any]:
+    """Write affinity.json, groupings.md and plots/affinity_*.png into `run_dir`; returns the JSON."""
+    history = [{"step": m["step"], "affinity": m["affinity"]} for m in read_metrics(run_dir) if "affinity" in m]
+    groupings = search_groupings(matrix, max_groups=min(max_groups, len(tasks)), top=3)
+    content = {
+        "tasks": tasks,
+        "orientation": ORIENTATION,
+        "divided_by_lr": divide_by_lr,
+        "affinity": matrix.tolist(),
+        "history": history,
+        "groupings": {str(k): [_grouping_json(g, tasks, matrix) for g in ranked] for k, ranked in groupings.items()},
+    }
+    write_text_atomic(run_dir / "affinity.json", json.dumps(content, indent=1) + "\n")
+    lines = ["# Task groupings (TAG)", "", f"Affinity orientation: {ORIENTATION}.", ""]
+    for k, ranked in groupings.items():
+        lines.append(f"## k = {k}")
+        for rank, grouping in enumerate(ranked, 1):
+            lines.append(f"{rank}. score {grouping.score:.3g}: " + " | ".join(", ".join(group) for group in grouping.named(tasks)))
+        lines.append("")
+    write_text_atomic(run_dir / "groupings.md", "\n".join(lines))
+    plot_heatmap(tasks, matrix, run_dir / "plots" / "affinity_heatmap.png")
+    if history:
+        plot_strongest_pairs(tasks, history, run_dir / "plots" / "affinity_pairs.png")
+    return content
+
+
+def _grouping_json(grouping: Grouping, tasks: list[str], matrix: np.ndarray) -> dict[str, Any]:
+    """One ranked grouping as JSON: its groups, score, and which group serves each task."""
+    serve = serving_groups(matrix, grouping.groups)
+    return {"groups": grouping.named(tasks), "score": grouping.score, "serve": {task: serve[i] for i, task in enumerate(tasks)}}
+
+
+def plot_heatmap(tasks: list[str], matrix: np.ndarray, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    off_diagonal = matrix[~np.eye(len(tasks), dtype=bool)]
+    limit = float(np.abs(off_diagonal).max()) or 1.0
+    figure, axis = plt.subplots(figsize=(1.0 + 0.6 * len(tasks), 0.8 + 0.55 * len(tasks)))
+    image = axis.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit)
+    axis.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right", fontsize=7)
+    axis.set_yticks(range(len(tasks)), tasks, fontsize=7)
+    axis.set_xlabel("recipient task j")
+    axis.set_ylabel("source task i (step on its gradient)")
+    figure.colorbar(image, ax=axis, label="affinity Z[i -> j]")
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def plot_strongest_pairs(tasks: list[str], history: list[dict[str, Any]], target: Path, count: int = 6) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    final = np.asarray(history[-1]["affinity"])
+    pairs = [(i, j) for i in range(len(tasks)) for j in range(len(tasks)) if i != j]
+    pairs.sort(key=lambda p: -abs(final[p]))
+    steps = [h["step"] for h in history]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for i, j in pairs[:count]:
+        axis.plot(steps, [h["affinity"][i][j] for h in history], label=f"{tasks[i]} -> {tasks[j]}")
+    axis.axhline(0, color="grey", linewidth=0.5)
+    axis.set_xlabel("step")
+    axis.set_ylabel("running mean affinity")
+    axis.legend(fontsize=6)
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)

@@ -1,0 +1,112 @@
+"""Build a training run's parts from its config: the run folder, the data, the agent, the optimizer,
+the weighting and its engine, the samplers. Nothing here trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlmtl.atomic import write_text_atomic
+from rlmtl.build import agent_meta, build_agent
+from rlmtl.config import RunConfig, dataset_path
+from rlmtl.data.dataset import MultiTaskData, load_dataset, read_attrs
+from rlmtl.data.sampler import TaskBalancedSampler
+from rlmtl.distributed import Ranks
+from rlmtl.envs import Suite
+from rlmtl.errors import ConfigError, DatasetError, RlmtlError
+from rlmtl.training.checkpoint import CheckpointMeta, resolve_last
+from rlmtl.training.nonfinite import NonFiniteMonitor
+from rlmtl.training.schedule import make_scheduler
+from rlmtl.training.step import TrainingParts
+from rlmtl.weighting import MultiTaskBackward, make_weighting
+
+
+def prepare_run_dir(config: RunConfig, resume: bool, write: bool = True) -> Path:
+    """Create the run folder (checking it is writable); with `write=False` (ranks other than 0)
+    only check that the run may start. The trainer saves config.yaml once a resume is accepted."""
+    run_dir = config.run_dir
+    if not write:
+        if not resume and resolve_last(run_dir / "checkpoints") is not None:
+            raise RlmtlError(f"{run_dir}: already holds a training run; pass --resume to continue it or set name=<new name>")
+        return run_dir
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / ".write-test", "ok\n")
+        (run_dir / ".write-test").unlink()
+    except OSError as error:
+        raise RlmtlError(f"{run_dir}: run folder is not writable ({error.strerror or error})") from None
+    if not resume and resolve_last(run_dir / "checkpoints") is not None:
+        raise RlmtlError(f"{run_dir}: already holds a training run; pass --resume to continue it or set name=<new name>")
+    return run_dir
+
+
+def check_dataset_matches(config: RunConfig, attrs: dict[str, Any], path: Path, tasks: list[str], suite: Suite | None = None) -> None:
+    """The dataset must come from the configured backend and suite, hold every task, and (given
+    the suite) have the observation and action shapes the suite's environments produce."""
+    for key, expected in (("backend", config.env.backend), ("suite", config.env.suite)):
+        if attrs.get(key) != expected:
+            raise DatasetError(f"{path}: dataset {key} is {attrs.get(key)!r} but the config asks for {expected!r}")
+    missing = [t for t in tasks if t not in attrs["tasks"]]
+    if missing:
+        raise DatasetError(f"{path}: dataset has no task(s) {missing} (dataset tasks: {', '.join(attrs['tasks'])})")
+    spec = attrs["observation_spec"]
+    absent = [k for k in config.agent.obs_keys if k not in spec]
+    if absent:
+        raise DatasetError(f"{path}: dataset has no observation key(s) {absent} (keys: {', '.join(spec)})")
+    if suite is None:
+        return
+    expected = suite.observation_spec(list(config.env.cameras), config.env.image_size)
+    for key in config.agent.obs_keys:
+        if key in expected and tuple(spec[key]["shape"]) != tuple(expected[key].shape):
+            raise DatasetError(
+                f"{path}: observation {key!r} has shape {tuple(spec[key]['shape'])} but {config.env.suite} produces {tuple(expected[key].shape)}"
+            )
+    action = tuple(attrs["action_spec"]["shape"])
+    if action != tuple(suite.action_spec().shape):
+        raise DatasetError(f"{path}: actions have shape {action} but {config.env.suite} takes {tuple(suite.action_spec().shape)}")
+
+
+def load_training_data(config: RunConfig, tasks: list[str], suite: Suite) -> tuple[MultiTaskData, CheckpointMeta]:
+    """The run's dataset, checked against the config and the suite, and the checkpoint metadata."""
+    path = dataset_path(config)
+    attrs = read_attrs(path)
+    check_dataset_matches(config, attrs, path, tasks, suite)
+    action_dim = attrs["action_spec"]["shape"][0]
+    data = load_dataset(path, tasks, config.agent.obs_keys, action_dim)
+    meta = agent_meta(config, tasks, attrs["observation_spec"], action_dim)
+    meta["dataset"] = {"path": str(path), "fingerprint": attrs.get("fingerprint", "")}
+    return data, meta
+
+
+def build_parts(
+    config: RunConfig, tasks: list[str], data: MultiTaskData, meta: CheckpointMeta, ranks: Ranks, device: torch.device
+) -> TrainingParts:
+    """The agent (seeded with `train.seed`), fused AdamW, schedule, weighting and engine, samplers."""
+    cfg = config.train
+    torch.manual_seed(cfg.seed)
+    agent = build_agent(meta)
+    agent.set_statistics([t.stats for t in data.per_task])
+    agent.to(device)
+    # fused: its step reads `found_inf` (skips a non-finite step on the device, no host sync)
+    optimizer = torch.optim.AdamW(agent.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    scheduler = make_scheduler(optimizer, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    unknown = [t for t in config.weighting.primary_tasks if t not in tasks]
+    if unknown:
+        raise ConfigError(f"weighting.primary_tasks: {unknown} are not tasks of this run ({', '.join(tasks)})")
+    primary = [tasks.index(t) for t in config.weighting.primary_tasks]
+    try:
+        weighting = make_weighting(config.weighting.name, len(tasks), config.weighting.params).to(device)
+        balance = MultiTaskBackward.for_agent(agent, weighting, optimizer, primary_tasks=primary, reducer=ranks, skip_nonfinite=True)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"weighting {config.weighting.name!r}: {error}") from None
+    if cfg.batch_per_task % ranks.world_size:
+        raise ConfigError(f"train.batch_per_task={cfg.batch_per_task} is not divisible by the {ranks.world_size} ranks")
+    keys, rank, world = config.agent.obs_keys, ranks.rank, ranks.world_size
+    sampler = TaskBalancedSampler(data, keys, cfg.batch_per_task, cfg.seed, device, rank, world)
+    val_sampler = None
+    if weighting.requirements.val_batch:
+        val_sampler = TaskBalancedSampler(data, keys, cfg.batch_per_task, cfg.seed + 1, device, rank, world)
+    nonfinite = NonFiniteMonitor(len(tasks), cfg.max_nonfinite_steps, device)
+    return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, cfg.grad_clip)

@@ -1,0 +1,83 @@
+"""A trainer's checkpoint content: what `save` writes and `restore` reads back, for exact resume.
+
+The payload (`CheckpointPayload`, rlmtl/training/checkpoint.py) holds the agent, optimizer,
+schedule, weighting state, both samplers' generators, the RNG states, the non-finite streak, the
+best evaluation success and the TAG probe's running sums, so a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlmtl.distributed import Ranks
+from rlmtl.errors import CheckpointError
+from rlmtl.tag.probe import AffinityProbe
+from rlmtl.training.checkpoint import CheckpointMeta, CheckpointPayload, RngState
+from rlmtl.training.step import TrainingParts
+
+
+def rng_state(device: torch.device, ranks: Ranks) -> RngState:
+    """The CPU generator's state and, on CUDA, this rank's device (under torchrun) or every device's."""
+    cuda: list[torch.Tensor] = []
+    if device.type == "cuda":
+        cuda = [torch.cuda.get_rng_state(device)] if ranks.distributed else torch.cuda.get_rng_state_all()
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: RngState, device: torch.device, ranks: Ranks) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    cuda_states = [s.cpu() for s in state["cuda"]]
+    if device.type == "cuda" and cuda_states:
+        if ranks.distributed or len(cuda_states) != torch.cuda.device_count():
+            torch.cuda.set_rng_state(cuda_states[0], device)
+        else:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def training_payload(
+    parts: TrainingParts, meta: CheckpointMeta, best_success: float | None, probe: AffinityProbe | None, rng: RngState
+) -> CheckpointPayload:
+    """Everything a resumed run needs (see the module docstring)."""
+    return {
+        "meta": meta,
+        "step": parts.balance.steps,
+        "model": parts.agent.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "weighting": parts.weighting.state_dict(),
+        "sampler": parts.sampler.state_dict(),
+        "val_sampler": parts.val_sampler.state_dict() if parts.val_sampler else None,
+        "rng": rng,
+        "nonfinite": parts.nonfinite.state_dict(),
+        "best_success": best_success,
+        "affinity_probe": probe.state_dict() if probe is not None else None,
+    }
+
+
+def check_resumable(payload: CheckpointPayload, meta: CheckpointMeta, path: Path) -> None:
+    """The checkpoint must come from the same tasks, shapes, dataset, agent and weighting config."""
+    saved = payload["meta"]
+    for key in ("tasks", "obs_shapes", "action_dim", "dataset"):
+        if saved.get(key) != meta.get(key):
+            raise CheckpointError(f"{path}: checkpoint {key} {saved.get(key)!r} does not match the config's {meta.get(key)!r}")
+    for section in ("agent", "weighting"):
+        if saved["config"][section] != meta["config"][section]:
+            raise CheckpointError(f"{path}: checkpoint was trained with another {section} config")
+
+
+def restore_training(parts: TrainingParts, payload: CheckpointPayload, probe: AffinityProbe | None) -> None:
+    """Load a checked payload into the parts (the engine's step count included) and the probe."""
+    parts.agent.load_state_dict(payload["model"])
+    parts.optimizer.load_state_dict(payload["optimizer"])
+    parts.scheduler.load_state_dict(payload["scheduler"])
+    parts.weighting.load_state_dict(payload["weighting"])
+    parts.sampler.load_state_dict(payload["sampler"])
+    if parts.val_sampler is not None and payload.get("val_sampler"):
+        parts.val_sampler.load_state_dict(payload["val_sampler"])
+    if payload.get("nonfinite"):
+        parts.nonfinite.load_state_dict(payload["nonfinite"])
+    parts.balance.steps = int(payload["step"])
+    if probe is not None and payload.get("affinity_probe"):
+        probe.load_state_dict(payload["affinity_probe"])

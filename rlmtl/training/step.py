@@ -1,0 +1,62 @@
+"""One training step, top to bottom.
+
+    batch (task-balanced, [K, B])  ->  before-update hooks (the TAG probe)
+    -> the weighting engine: K losses (or K gradients), the method's combination, .grad of every parameter
+    -> gradient clipping  ->  optimizer step (skipped on the device when non-finite)  ->  lr schedule
+    -> the engine's post-step update (FAMO's losses after the step, ...)  ->  non-finite bookkeeping
+
+Nothing here reads a tensor on the host: losses and weights come back as device tensors, NaN on a
+skipped step, and the trainer's hooks read them at log intervals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from rlmtl.agents.base import Batch, MultiTaskAgent
+from rlmtl.data.sampler import TaskBalancedSampler
+from rlmtl.training.nonfinite import NonFiniteMonitor
+from rlmtl.weighting import MultiTaskBackward, Weighting
+
+# (engine steps taken before this one, this step's batch) -> None; runs before the update
+BeforeUpdate = Callable[[int, Batch], None]
+
+
+@dataclass
+class TrainingParts:
+    """What one training step touches, built from the config by `training.setup.build_parts`."""
+
+    tasks: list[str]
+    agent: MultiTaskAgent
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    weighting: Weighting
+    balance: MultiTaskBackward  # the weighting engine; its `steps` is the run's step count
+    sampler: TaskBalancedSampler
+    val_sampler: TaskBalancedSampler | None  # a second batch, for methods that read one
+    nonfinite: NonFiniteMonitor
+    grad_clip: float  # max global gradient norm; 0 = off
+    before_update: list[BeforeUpdate] = field(default_factory=list)
+
+
+def train_step(parts: TrainingParts) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; returns (losses [K], weights [K]) as device tensors, NaN when skipped."""
+    parts.agent.train()
+    batch = parts.sampler.sample()
+    for hook in parts.before_update:
+        hook(parts.balance.steps, batch)
+    val_batch = parts.val_sampler.sample() if parts.val_sampler is not None and parts.balance.needs_val_batch() else None
+    parts.optimizer.zero_grad(set_to_none=True)
+    losses, result = parts.balance.backward(batch=batch, val_batch=val_batch)
+    if parts.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(parts.agent.parameters(), parts.grad_clip)
+    parts.balance.optimizer_step()
+    parts.scheduler.step()
+    parts.balance.after_step()
+    skipped = parts.balance.skipped
+    parts.nonfinite.record(skipped, parts.balance.nonfinite_tasks, parts.balance.steps)
+    nan = torch.full_like(losses, float("nan"))
+    return torch.where(skipped, nan, losses), torch.where(skipped, nan, result.weights.detach().to(losses.dtype))

@@ -1,0 +1,47 @@
+import h5py
+import numpy as np
+
+from rlmtl.config import load_config
+from rlmtl.data.collect import collect
+from rlmtl.data.dataset import load_dataset, read_attrs
+from rlmtl.envs import scene_seed
+
+
+def test_collect_writes_only_successful_demos_and_reuses(tiny_config_file, tmp_path):
+    config = load_config(tiny_config_file(env={"tasks": ["drawer-close-v3"]}, data={"demos_per_task": 2}))
+    path = collect(config, progress=False)
+    attrs = read_attrs(path)
+    assert attrs["backend"] == "metaworld" and attrs["tasks"] == ["drawer-close-v3"]
+    assert attrs["observation_spec"]["state"]["shape"] == [39]
+    with h5py.File(path) as handle:
+        group = handle["data/drawer-close-v3"]
+        assert group.attrs["num_demos"] == 2
+        for name in ("demo_0", "demo_1"):
+            demo = group[name]
+            assert demo["success"][-1] and not demo["success"][:-1].any()  # stopped at first success
+            assert demo["obs/state"].shape[0] == demo["actions"].shape[0]
+            assert np.abs(demo["actions"][:]).max() <= 1.0
+        assert group["demo_0"].attrs["scene_seed"] == scene_seed("train", 0, 5, group["demo_0"].attrs["attempt"])
+    stamp = path.stat().st_mtime_ns
+    assert collect(config, progress=False) == path and path.stat().st_mtime_ns == stamp  # reused
+    assert collect(config, force=True, progress=False) == path and path.stat().st_mtime_ns != stamp
+
+
+def test_collection_does_not_depend_on_worker_count(tiny_config_file, tmp_path):
+    one = load_config(
+        tiny_config_file(env={"tasks": ["reach-v3"]}, data={"demos_per_task": 2, "workers": 1, "cache_dir": str(tmp_path / "w1")})
+    )
+    two = load_config(
+        tiny_config_file(env={"tasks": ["reach-v3"]}, data={"demos_per_task": 2, "workers": 2, "cache_dir": str(tmp_path / "w2")})
+    )
+    a = load_dataset(collect(one, progress=False), ["reach-v3"], ["state"]).per_task[0]
+    b = load_dataset(collect(two, progress=False), ["reach-v3"], ["state"]).per_task[0]
+    np.testing.assert_array_equal(a.actions, b.actions)
+    np.testing.assert_array_equal(a.observations["state"], b.observations["state"])
+
+
+def test_collect_images(tiny_config_file):
+    config = load_config(tiny_config_file(env={"tasks": ["reach-v3"], "cameras": ["corner"], "image_size": 32}, data={"demos_per_task": 1}))
+    data = load_dataset(collect(config, progress=False), ["reach-v3"], ["state", "rgb_corner"])
+    images = data.per_task[0].observations["rgb_corner"]
+    assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3) and images.std() > 10

@@ -1,0 +1,123 @@
+"""`rlmtl import-rlbench` on fixture folders in both layouts and both numpy pickle layouts, then
+training from the result with no simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from rlbench_fixtures import EXPECTED_KEYFRAMES, frame, trajectory, write_rlbench_dataset
+
+from rlmtl.cli import main
+from rlmtl.config import dataset_path, load_config
+from rlmtl.data.dataset import load_dataset, read_attrs
+from rlmtl.envs.rlbench_actions import canonical_quaternion
+
+TASKS = ["reach_target", "stack_wine"]
+
+
+def _config(tmp_path, **env) -> str:
+    data = {
+        "name": "rlb",
+        "out_dir": str(tmp_path / "runs"),
+        "env": {"backend": "rlbench", "suite": "rlbench10", "tasks": TASKS, "cameras": ["front"], "image_size": 8, **env},
+        "data": {"demos_per_task": 2, "cache_dir": str(tmp_path / "cache"), "workers": 1},
+        "agent": {"obs_keys": ["state", "rgb_front"], "hidden_dim": 32, "num_layers": 1, "image_channels": [8, 8]},
+        "train": {"steps": 4, "batch_per_task": 4, "log_every": 2, "checkpoint_every": 2, "warmup_steps": 1},
+    }
+    path = tmp_path / "rlbench.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def _expected_actions(steps: np.ndarray) -> np.ndarray:
+    traj = trajectory()
+    rows = []
+    for t in steps:
+        k = next(k for k in EXPECTED_KEYFRAMES if k > t)
+        rows.append(np.concatenate([traj["pose"][k, :3], canonical_quaternion(traj["pose"][k, 3:]), [traj["gripper"][k]]]))
+    return np.asarray(rows, dtype=np.float32)
+
+
+@pytest.mark.parametrize("layout,numpy_layout,protocol", [("upstream", 1, 2), ("upstream", 2, 5), ("peract", 1, 4), ("peract", 2, 4)])
+def test_import_gives_the_expected_dataset(layout, numpy_layout, protocol, tmp_path, capsys):
+    root = tmp_path / "rlbench_data"
+    # variation 1 episodes must be skipped (env.options.variation = 0); 3 variation-0 episodes, 2 kept
+    write_rlbench_dataset(
+        root, "reach_target", layout, {1: 1, 0: 3}, cameras=("front", "wrist"), size=8, numpy_layout=numpy_layout, protocol=protocol
+    )
+    write_rlbench_dataset(root, "stack_wine", layout, {0: 2}, cameras=("front",), size=8, numpy_layout=numpy_layout, protocol=protocol)
+    config_path = _config(tmp_path)
+    assert main(["import-rlbench", str(root), config_path, "--no-progress"]) == 0
+    path = dataset_path(load_config(config_path))
+    assert capsys.readouterr().out.strip() == str(path)
+    attrs = read_attrs(path)
+    assert attrs["backend"] == "rlbench" and attrs["suite"] == "rlbench10" and attrs["tasks"] == TASKS
+    assert attrs["rlbench"]["variation"] == 0 and attrs["action_spec"]["shape"] == [8]
+    data = load_dataset(path, TASKS, ["state", "proprio", "rgb_front"], 8)
+    expected = _expected_actions(np.arange(15))
+    reach = data.per_task[0]
+    assert reach.num_demos == 2 and reach.actions.shape == (30, 8)
+    np.testing.assert_allclose(reach.actions, np.concatenate([expected, expected]), atol=1e-6)
+    # upstream numbers episodes per variation (0, 1 of variation0); PerAct numbers them across variations (1, 2)
+    first, second = (0, 1) if layout == "upstream" else (1, 2)
+    np.testing.assert_array_equal(reach.observations["rgb_front"][3], frame("front", 3, first, 8))
+    np.testing.assert_array_equal(reach.observations["rgb_front"][15 + 4], frame("front", 4, second, 8))
+    assert reach.observations["state"].shape == (30, 22) and reach.observations["proprio"].shape == (30, 8)
+    np.testing.assert_allclose(reach.observations["proprio"][:15, :3], trajectory()["pose"][:15, :3], atol=1e-6)
+    assert data.per_task[1].num_demos == 2
+
+
+def test_keyframe_samples_and_shortfall(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_rlbench_dataset(root, "reach_target", "upstream", {0: 1}, size=8)
+    write_rlbench_dataset(root, "stack_wine", "upstream", {0: 2}, size=8)
+    out = tmp_path / "keyframes.h5"
+    assert main(["import-rlbench", str(root), _config(tmp_path), "--out", str(out), "--samples", "keyframes", "--no-progress"]) == 0
+    assert "fewer demos than data.demos_per_task (reach_target: 1/2)" in capsys.readouterr().err
+    data = load_dataset(out, TASKS, ["state"], 8)
+    np.testing.assert_allclose(data.per_task[0].actions, _expected_actions(np.array([0, 4, 7])), atol=1e-6)
+
+
+def test_import_errors_name_the_path(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_rlbench_dataset(root, "reach_target", "upstream", {0: 1}, cameras=("wrist",), size=8)
+    config = _config(tmp_path)
+    assert main(["import-rlbench", str(root), config, "--no-progress"]) == 2
+    assert f"{root / 'stack_wine'}: no such task folder" in capsys.readouterr().err
+    assert main(["import-rlbench", str(root), config, "env.tasks=[reach_target]", "--no-progress"]) == 2
+    assert (
+        f"{root / 'reach_target' / 'variation0' / 'episodes' / 'episode0' / 'front_rgb'}: missing image folder" in capsys.readouterr().err
+    )
+    write_rlbench_dataset(root, "stack_wine", "upstream", {0: 1}, cameras=("front",), size=8)
+    assert main(["import-rlbench", str(root), config, "env.tasks=[stack_wine]", "env.options.variation=2", "--no-progress"]) == 2
+    assert "no episode of variation 2" in capsys.readouterr().err
+    assert main(["import-rlbench", str(tmp_path / "nowhere"), config, "--no-progress"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "import-rlbench",
+                str(root),
+                config,
+                "env.backend=metaworld",
+                "env.suite=mt10",
+                "env.cameras=[]",
+                "agent.obs_keys=[state]",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    assert "use an RLBench config" in capsys.readouterr().err
+    assert not dataset_path(load_config(config)).exists()
+
+
+def test_training_from_an_imported_dataset_needs_no_simulator(tmp_path):
+    root = tmp_path / "data"
+    for task in TASKS:
+        write_rlbench_dataset(root, task, "peract", {0: 2}, size=8)
+    config = _config(tmp_path)
+    assert main(["import-rlbench", str(root), config, "--no-progress"]) == 0
+    assert main(["train", config, "--no-progress"]) == 0
+    assert (tmp_path / "runs" / "rlb" / "checkpoints").is_dir()

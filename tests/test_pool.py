@@ -1,0 +1,203 @@
+"""Evaluation that survives crashing and hanging workers, resumes after SIGKILL, and shards over
+ranks; collection that survives them through the same pool.
+
+Faults are injected for real by `fault_plugin` (os._exit, a segmentation fault, an endless sleep)
+inside spawn-started workers, which load the plugin through RLMTL_PLUGINS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fault_plugin
+import pytest
+from process_helpers import run_torchrun
+
+from rlmtl.envs import scene_seed
+from rlmtl.evaluation.episode_log import EpisodeLog, read_log
+from rlmtl.evaluation.evaluate import evaluate_checkpoint
+from rlmtl.evaluation.settings import EvalSettings
+
+TESTS = Path(__file__).parent / "helpers"
+
+
+def expected_outcome(task_index: int, episode: int) -> tuple[bool, str]:
+    """What the toy env does with this episode's scene (see fault_plugin)."""
+    kind = scene_seed("eval", 0, task_index, episode) % 4
+    return kind == 0, {0: "", 1: "ik_error"}.get(kind, "step_limit")
+
+
+def check_every_episode_once(result: dict, episodes: int) -> None:
+    rows = [(row["task"], row["episode"]) for row in result["episodes"]]
+    assert sorted(rows) == sorted((task, e) for task in fault_plugin.TASKS for e in range(episodes))
+    for row in result["episodes"]:
+        assert "error" not in row, row
+        assert (row["success"], row["failure"]) == expected_outcome(fault_plugin.TASKS.index(row["task"]), row["episode"])
+
+
+@pytest.fixture
+def plugin_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLMTL_PLUGINS", "fault_plugin")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+
+    def faults(items: list[dict], **extra) -> Path:
+        path = fault_plugin.write_faults(tmp_path / "faults.json", items, **extra)
+        monkeypatch.setenv("RLMTL_TEST_FAULTS", str(path))
+        return path
+
+    return faults
+
+
+def fault(task: str, episode: int, mode: str, times: int, at: str = "step") -> dict:
+    index = fault_plugin.TASKS.index(task)
+    return {"task": task, "seed": scene_seed("eval", 0, index, episode), "mode": mode, "times": times, "at": at}
+
+
+def test_crashed_and_hung_workers_are_replaced_and_each_episode_counted_once(plugin_env, tmp_path):
+    plugin_env(
+        [fault("alpha", 1, "exit", 1), fault("beta", 2, "segv", 2, at="reset"), fault("gamma", 0, "hang", 1), fault("gamma", 3, "raise", 1)]
+    )
+    run = fault_plugin.make_toy_run(tmp_path / "run")
+    settings = EvalSettings(episodes_per_task=4, workers=2, progress=False, episode_timeout_s=8, max_episode_retries=2)
+    result = evaluate_checkpoint(run, settings, out=run)
+    markers = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "markers").iterdir())
+    assert len(markers) == 5 and {m.split("-")[-1] for m in markers} == {"exit", "segv", "hang", "raise"}  # every fault fired
+    check_every_episode_once(result, 4)
+    assert result["overall"]["errors"] == 0 and result["overall"]["episodes"] == 12
+    # failures by kind, per task, from the env's info["failure"]
+    for index, task in enumerate(fault_plugin.TASKS):
+        kinds = [expected_outcome(index, e)[1] for e in range(4) if not expected_outcome(index, e)[0]]
+        assert result["per_task"][task]["failures"] == {k: kinds.count(k) for k in sorted(set(kinds))}
+    log = list(read_log(run / "eval_episodes.jsonl"))
+    assert len(log) == 12 and max(r["attempts"] for r in log) == 3  # beta 2 crashed twice, ran a third time
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rlmtl", "eval", *args], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_an_episode_failing_every_rerun_is_an_error_not_a_policy_failure(plugin_env, tmp_path):
+    plugin_env([fault("beta", 0, "exit", 99)])
+    run = fault_plugin.make_toy_run(tmp_path / "run", max_episode_retries=1)
+    done = run_cli(str(run), "--no-progress")
+    assert done.returncode == 6, done.stderr
+    assert "beta episode 0" in done.stderr and "NOT in the success rates" in done.stderr
+    result = json.loads((run / "eval.json").read_text())
+    beta = result["per_task"]["beta"]
+    assert beta["errors"] == 1 and beta["episodes"] == 3 and beta["episodes_requested"] == 4
+    ran = [e for e in range(1, 4)]
+    assert beta["successes"] == sum(expected_outcome(1, e)[0] for e in ran) and beta["success_rate"] == beta["successes"] / 3
+    assert len(list((tmp_path / "markers").iterdir())) == 2  # first run + one rerun
+    assert [row for row in result["episodes"] if "error" in row][0]["attempts"] == 2
+    assert "ended in an error" in (run / "eval.md").read_text()
+
+
+def test_sigkilled_evaluation_resumes_without_redoing_finished_episodes(plugin_env, tmp_path):
+    faults = plugin_env([], step_sleep_s=0.08)
+    run = fault_plugin.make_toy_run(tmp_path / "run", episodes_per_task=8)
+    log_path = run / "eval_episodes.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "rlmtl", "eval", str(run), "--no-progress"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log_path.is_file() or len(log_path.read_bytes().splitlines()) < 8):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(list(read_log(log_path)))
+    assert 8 <= finished < 24 and not (run / "eval.json").exists()
+    with open(log_path, "ab") as handle:  # a write torn by the crash
+        handle.write(b'{"checkpoint": "abc", "task": "al')
+    time.sleep(1.0)  # orphaned workers notice the closed pipe and exit
+    count_file = Path(json.loads(faults.read_text())["count_file"])
+    before = len(count_file.read_text().splitlines())
+    done = run_cli(str(run), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    executed = len(count_file.read_text().splitlines()) - before
+    assert executed == 24 - finished
+    result = json.loads((run / "eval.json").read_text())
+    check_every_episode_once(result, 8)
+    assert len(list(read_log(log_path))) == 24
+    again = run_cli(str(run), "--no-progress")  # everything logged: nothing runs
+    assert again.returncode == 0 and len(count_file.read_text().splitlines()) - before == executed
+    assert json.loads((run / "eval.json").read_text())["per_task"] == result["per_task"]
+
+
+def test_episode_log_cuts_a_torn_tail_before_appending(tmp_path):
+    path = tmp_path / "eval_episodes.jsonl"
+    record = {"checkpoint": "c", "settings": "s", "task": "a", "episode": 0, "scene_seed": 1, "success": True}
+    path.write_bytes(json.dumps(record).encode() + b"\n" + b'{"checkpoint": "c", "sett')
+    assert [r["episode"] for r in read_log(path)] == [0]
+    with EpisodeLog(path) as log:
+        log.append({**record, "episode": 1})
+    assert [r["episode"] for r in read_log(path)] == [0, 1]
+    assert path.read_bytes().count(b"\n") == 2
+
+
+def test_sharded_evaluation_under_torchrun_equals_one_process(plugin_env, tmp_path):
+    plugin_env([])
+    run = fault_plugin.make_toy_run(tmp_path / "run", episodes_per_task=5, workers=1)
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    single.mkdir()
+    sharded.mkdir()
+    assert run_cli(str(run), "--out", str(single), "--no-progress").returncode == 0
+    done = run_torchrun(2, "eval", str(run), "--out", str(sharded), "--no-progress", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = json.loads((single / "eval.json").read_text())
+    two = json.loads((sharded / "eval.json").read_text())
+    assert two["per_task"] == one["per_task"] and two["episodes"] == one["episodes"] and two["overall"] == one["overall"]
+    ranks = [list(read_log(sharded / f"eval_episodes.rank{r}.jsonl")) for r in (0, 1)]
+    assert len(ranks[0]) + len(ranks[1]) == 15 and ranks[0] and ranks[1]  # both ranks did a share
+    assert {(r["task"], r["episode"]) for r in ranks[0]}.isdisjoint({(r["task"], r["episode"]) for r in ranks[1]})
+
+
+def _toy_collection(tmp_path: Path, name: str) -> Path:
+    from rlmtl.config import config_from_dict
+    from rlmtl.data.collect import collect
+
+    config = config_from_dict(
+        {
+            "env": {"backend": "faulty", "suite": "toy", "tasks": ["alpha"]},
+            "data": {
+                "demos_per_task": 2,
+                "workers": 2,
+                "cache_dir": str(tmp_path / name),
+                "max_attempts_per_demo": 20.0,
+                "attempt_timeout_s": 5.0,
+                "max_attempt_retries": 1,
+            },
+        }
+    )
+    return collect(config, progress=False)
+
+
+def test_collection_survives_crashed_and_hung_workers_and_keeps_the_same_demos(plugin_env, tmp_path):
+    from rlmtl.data.dataset import load_dataset
+
+    clean = load_dataset(_toy_collection(tmp_path, "clean"), ["alpha"], ["state"]).per_task[0]
+    # the expert's demo succeeds where seed % 4 == 0: crash the first such attempt, hang the second
+    solved = [a for a in range(40) if scene_seed("train", 0, 0, a) % 4 == 0][:2]
+    seeds = [scene_seed("train", 0, 0, a) for a in solved]
+    faults = [
+        {"task": "alpha", "seed": seeds[0], "mode": "segv", "times": 1, "at": "step"},
+        {"task": "alpha", "seed": seeds[1], "mode": "hang", "times": 1, "at": "reset"},
+    ]
+    plugin_env(faults)
+    faulty = load_dataset(_toy_collection(tmp_path, "faulty"), ["alpha"], ["state"]).per_task[0]
+    assert sorted(p.name.rsplit("-", 2)[1] for p in (tmp_path / "markers").iterdir()) == ["hang", "segv"]  # both faults fired
+    assert faulty.num_demos == clean.num_demos == 2
+    assert (faulty.observations["state"] == clean.observations["state"]).all() and (faulty.actions == clean.actions).all()
+
+
+def test_collection_counts_an_attempt_failing_every_rerun_as_failed(plugin_env, tmp_path, capsys):
+    from rlmtl.data.dataset import read_attrs
+
+    seed = next(scene_seed("train", 0, 0, a) for a in range(40) if scene_seed("train", 0, 0, a) % 4 == 0)
+    plugin_env([{"task": "alpha", "seed": seed, "mode": "exit", "times": 99, "at": "reset"}])
+    attrs = read_attrs(_toy_collection(tmp_path, "always"))
+    assert attrs["tasks"] == ["alpha"] and not attrs["shortfall"]  # later attempts made up for it
+    assert "failed 2 times" in capsys.readouterr().err
