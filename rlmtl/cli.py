@@ -251,7 +251,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _plugin_catalogue() -> dict[str, dict[str, dict[str, object]]]:
     """Every registered backend's options and weighting's parameters: {name: {"needs": [...],
     "parameters": [{name, type, default, help}, ...]}} (backends: "options" instead)."""
-    from rlmtl.config import option_rows
+    from rlmtl.config_values import option_rows
     from rlmtl.envs import BACKENDS
     from rlmtl.weighting import WEIGHTINGS
     from rlmtl.weighting.base import params_class_of

@@ -14,19 +14,18 @@ at load time, after the CLI has imported the `RLMTL_PLUGINS` modules.
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import hashlib
 import json
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
+from rlmtl.config_plugins import check_weighting_name, env_options, options_class_of, weighting_params
+from rlmtl.config_values import check_value
 from rlmtl.errors import ConfigError
 
 
@@ -51,7 +50,7 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         if self.options is None:
-            options_class = _options_class(self.backend)
+            options_class = options_class_of(self.backend)
             self.options = options_class() if options_class is not None else None
 
 
@@ -172,75 +171,6 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _describe(tp: Any) -> str:
-    """What a value of type `tp` is, for error messages: "a number", "a list or null", ..."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in typing.get_args(tp))
-    if origin is typing.Literal:
-        return " or ".join(repr(arg) for arg in typing.get_args(tp))
-    if origin in (list, collections.abc.Sequence):
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
-    return names.get(tp, str(tp))
-
-
-def _check_value(value: Any, tp: Any, where: str) -> Any:
-    """Return `value` converted to type `tp`, or raise ConfigError naming `where`."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_value(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
-    if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
-        return value
-    if origin in (list, collections.abc.Sequence):
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        if not isinstance(value, (list, tuple)) or (origin is list and not isinstance(value, list)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads "2e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported config type {tp}")
-
-
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     """Build a RunConfig from a plain mapping; errors name `source` and the dotted key.
     `env.options` is built here (its type depends on `env.backend`); `weighting.params` is
@@ -271,130 +201,11 @@ def _build_nested(cls: type, data: dict[str, Any], source: str, prefix: str) -> 
                 raise ConfigError(f"{source}: {dotted!r} must be a mapping, got {value!r}")
             kwargs[key] = _build_nested(tp, value, source, f"{dotted}.")
         else:
-            kwargs[key] = _check_value(value, tp, f"{source}: {dotted!r}")
+            kwargs[key] = check_value(value, tp, f"{source}: {dotted!r}")
     if cls is EnvConfig:
         backend = kwargs.get("backend", fields["backend"].default)
-        kwargs["options"] = _env_options(backend, data.get("options"), flat, source, prefix)
+        kwargs["options"] = env_options(backend, data.get("options"), flat, source, prefix, list(fields))
     return cls(**kwargs)
-
-
-# ----------------------------------------------------------------------------- plug-in sections
-
-
-def _options_class(backend: str) -> type | None:
-    """The options class of a registered backend, or None when `backend` is not registered."""
-    from rlmtl.envs import BACKENDS  # registers the built-in backends
-
-    return BACKENDS.get(backend).options_class if backend in BACKENDS else None
-
-
-def _option_defaults(key: str) -> list[Any]:
-    """The defaults of option `key` in every registered backend that has it."""
-    from rlmtl.envs import BACKENDS
-
-    defaults = []
-    for name in BACKENDS.names():
-        for f in dataclasses.fields(BACKENDS.get(name).options_class):
-            if f.name == key and f.default is not dataclasses.MISSING:
-                defaults.append(f.default)
-    return defaults
-
-
-def _env_options(backend: str, given: Any, flat: dict[str, Any], source: str, prefix: str) -> Any:
-    """`env.options` as an instance of the options class of `backend`: every key must be one of
-    its fields with a value of the field's type, and the class's own checks must pass.
-
-    Configs written before `env.options` existed (checkpoints, a run folder's config.yaml) hold
-    a backend's options flat in `env` (`flat`, the keys that are no EnvConfig field), and the
-    options of one backend there for every backend: such a key moves into the options when the
-    backend has that option, and is dropped when it holds another backend's default."""
-    from rlmtl.envs import BACKENDS
-
-    dotted = f"{prefix}options"
-    if backend not in BACKENDS:
-        raise ConfigError(f"{source}: '{prefix}backend': unknown backend {backend!r} (registered: {', '.join(BACKENDS.names())})")
-    options_class = BACKENDS.get(backend).options_class
-    names = [f.name for f in dataclasses.fields(options_class)]
-    listed = ", ".join(names) or "none"
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise ConfigError(f"{source}: {dotted!r} must be a mapping, got {given!r}")
-    given = dict(given)
-    for key, value in flat.items():
-        if key in names and key not in given:
-            given[key] = value
-        elif key not in names and value in _option_defaults(key):
-            continue
-        elif key in names:
-            raise ConfigError(f"{source}: '{prefix}{key}' and '{dotted}.{key}' are both given; keep '{dotted}.{key}'")
-        else:
-            known = ", ".join(sorted(f"{prefix}{f.name}" for f in dataclasses.fields(EnvConfig)))
-            hint = f"; backend options go in {dotted!r} (options of backend {backend!r}: {listed})" if _option_defaults(key) else ""
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {known}){hint}")
-    hints = typing.get_type_hints(options_class)
-    kwargs: dict[str, Any] = {}
-    for key, value in given.items():
-        if key not in names:
-            raise ConfigError(f"{source}: '{dotted}.{key}' is not an option of backend {backend!r} (its options: {listed})")
-        kwargs[key] = _check_value(value, hints[key], f"{source}: '{dotted}.{key}'")
-    try:
-        return options_class(**kwargs)
-    except (TypeError, ValueError) as error:
-        match = re.match(r"(\w+): (.*)", str(error), re.S)
-        if match and match.group(1) in names:
-            raise ConfigError(f"{source}: '{dotted}.{match.group(1)}': {match.group(2)}") from None
-        raise ConfigError(f"{source}: {dotted!r} of backend {backend!r}: {error}") from None
-
-
-def _weighting_names(name: str, source: str) -> None:
-    """Every part of `weighting.name` (a method or a composition a+b) must be registered."""
-    from rlmtl.weighting import WEIGHTINGS  # registers the built-in methods
-
-    for part in name.split("+"):
-        if part not in WEIGHTINGS:
-            within = f" in {name!r}" if part != name else ""
-            registered = ", ".join(WEIGHTINGS.names())
-            raise ConfigError(f"{source}: 'weighting.name': unknown weighting {part!r}{within} (registered: {registered})")
-
-
-def _weighting_params(name: str, params: Any, source: str, where: str) -> dict[str, Any]:
-    """`params` checked against the parameter class of weighting `name` and converted to its
-    types. A composition `a+b` takes `{a: {...}, b: {...}}`, or flat keys meaning a's (as
-    `make_weighting` splits them)."""
-    from rlmtl.weighting import WEIGHTINGS
-    from rlmtl.weighting.base import params_class_of
-
-    if not isinstance(params, dict):
-        raise ConfigError(f"{source}: {where!r} must be a mapping, got {params!r}")
-    if "+" in name:
-        first, second = name.split("+", 1)
-        nested = [part for part in (first, second) if isinstance(params.get(part), dict)]
-        flat = {key: value for key, value in params.items() if key not in nested}
-        if first in nested and flat:
-            key = next(iter(flat))
-            raise ConfigError(f"{source}: '{where}.{key}': with '{where}.{first}' given, {first}'s parameters go there")
-        checked: dict[str, Any] = {}
-        if first in nested:
-            checked[first] = _weighting_params(first, params[first], source, f"{where}.{first}")
-        else:
-            checked.update(_weighting_params(first, flat, source, where))
-        if second in nested:
-            checked[second] = _weighting_params(second, params[second], source, f"{where}.{second}")
-        return checked
-    params_class = params_class_of(WEIGHTINGS.get(name))
-    fields = {f.name: f for f in dataclasses.fields(params_class)}
-    listed = ", ".join(fields) or "none"
-    checked = {}
-    for key, value in params.items():
-        if key not in fields:
-            raise ConfigError(f"{source}: '{where}.{key}' is not a parameter of weighting {name!r} (its parameters: {listed})")
-        checked[key] = _check_value(value, fields[key].type, f"{source}: '{where}.{key}'")
-    try:
-        params_class(**checked)
-    except TypeError as error:  # a parameter without a default that the config does not give
-        raise ConfigError(f"{source}: {where!r} of weighting {name!r}: {error}") from None
-    return checked
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -503,8 +314,8 @@ def validate(config: RunConfig, source: str = "config") -> None:
     for key in config.agent.obs_keys:
         if key.startswith("rgb_") and key[4:] not in config.env.cameras:
             raise ConfigError(f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}")
-    _weighting_names(config.weighting.name, source)
-    config.weighting.params = _weighting_params(config.weighting.name, config.weighting.params, source, "weighting.params")
+    check_weighting_name(config.weighting.name, source)
+    config.weighting.params = weighting_params(config.weighting.name, config.weighting.params, source, "weighting.params")
 
 
 def dataset_fingerprint(config: RunConfig) -> str:
@@ -551,29 +362,4 @@ def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
             rows.append((f"{prefix}{f.name}", repr(dataclasses.asdict(default)), f.metadata.get("help", "")))
         else:
             rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
-    return rows
-
-
-def type_name(tp: Any) -> str:
-    """A short readable name of a type hint: float, float | Sequence[float], str | None, ..."""
-    if isinstance(tp, type) and not typing.get_args(tp):
-        return "None" if tp is type(None) else tp.__name__
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        return " | ".join(type_name(arg) for arg in typing.get_args(tp))
-    return str(tp).replace("typing.", "").replace("collections.abc.", "")
-
-
-def option_rows(cls: type) -> list[dict[str, Any]]:
-    """{name, type, default, help} of each field of a plug-in's options or parameter dataclass
-    (a field without a default has default "required")."""
-    hints = typing.get_type_hints(cls)
-    rows = []
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = "required"
-        rows.append({"name": f.name, "type": type_name(hints.get(f.name, f.type)), "default": default, "help": f.metadata.get("help", "")})
     return rows

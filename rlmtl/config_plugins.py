@@ -1,0 +1,131 @@
+"""The two config sections typed by plug-ins: `env.options`, built into the options class of
+`env.backend` (`Backend.options_class`, from the backend registry), and `weighting.params`, checked
+against the parameter class of `weighting.name` (`Weighting.params_class()`). Both registries are
+read at load time, after the CLI has imported the `RLMTL_PLUGINS` modules; no backend or method is
+named here."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from typing import Any
+
+from rlmtl.config_values import check_value
+from rlmtl.errors import ConfigError
+
+
+def options_class_of(backend: str) -> type | None:
+    """The options class of a registered backend, or None when `backend` is not registered."""
+    from rlmtl.envs import BACKENDS  # registers the built-in backends
+
+    return BACKENDS.get(backend).options_class if backend in BACKENDS else None
+
+
+def _option_defaults(key: str) -> list[Any]:
+    """The defaults of option `key` in every registered backend that has it."""
+    from rlmtl.envs import BACKENDS
+
+    defaults = []
+    for name in BACKENDS.names():
+        for f in dataclasses.fields(BACKENDS.get(name).options_class):
+            if f.name == key and f.default is not dataclasses.MISSING:
+                defaults.append(f.default)
+    return defaults
+
+
+def env_options(backend: str, given: Any, flat: dict[str, Any], source: str, prefix: str, env_keys: list[str]) -> Any:
+    """`env.options` as an instance of the options class of `backend`: every key must be one of
+    its fields with a value of the field's type, and the class's own checks must pass.
+
+    Configs written before `env.options` existed (checkpoints, a run folder's config.yaml) hold
+    a backend's options flat in `env` (`flat`, the keys that are no EnvConfig field), and the
+    options of one backend there for every backend: such a key moves into the options when the
+    backend has that option, and is dropped when it holds another backend's default."""
+    from rlmtl.envs import BACKENDS
+
+    dotted = f"{prefix}options"
+    if backend not in BACKENDS:
+        raise ConfigError(f"{source}: '{prefix}backend': unknown backend {backend!r} (registered: {', '.join(BACKENDS.names())})")
+    options_class = BACKENDS.get(backend).options_class
+    names = [f.name for f in dataclasses.fields(options_class)]
+    listed = ", ".join(names) or "none"
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{source}: {dotted!r} must be a mapping, got {given!r}")
+    given = dict(given)
+    for key, value in flat.items():
+        if key in names and key not in given:
+            given[key] = value
+        elif key not in names and value in _option_defaults(key):
+            continue
+        elif key in names:
+            raise ConfigError(f"{source}: '{prefix}{key}' and '{dotted}.{key}' are both given; keep '{dotted}.{key}'")
+        else:
+            known = ", ".join(sorted(f"{prefix}{name}" for name in env_keys))
+            hint = f"; backend options go in {dotted!r} (options of backend {backend!r}: {listed})" if _option_defaults(key) else ""
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {known}){hint}")
+    hints = typing.get_type_hints(options_class)
+    kwargs: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in names:
+            raise ConfigError(f"{source}: '{dotted}.{key}' is not an option of backend {backend!r} (its options: {listed})")
+        kwargs[key] = check_value(value, hints[key], f"{source}: '{dotted}.{key}'")
+    try:
+        return options_class(**kwargs)
+    except (TypeError, ValueError) as error:
+        match = re.match(r"(\w+): (.*)", str(error), re.S)
+        if match and match.group(1) in names:
+            raise ConfigError(f"{source}: '{dotted}.{match.group(1)}': {match.group(2)}") from None
+        raise ConfigError(f"{source}: {dotted!r} of backend {backend!r}: {error}") from None
+
+
+def check_weighting_name(name: str, source: str) -> None:
+    """Every part of `weighting.name` (a method or a composition a+b) must be registered."""
+    from rlmtl.weighting import WEIGHTINGS  # registers the built-in methods
+
+    for part in name.split("+"):
+        if part not in WEIGHTINGS:
+            within = f" in {name!r}" if part != name else ""
+            registered = ", ".join(WEIGHTINGS.names())
+            raise ConfigError(f"{source}: 'weighting.name': unknown weighting {part!r}{within} (registered: {registered})")
+
+
+def weighting_params(name: str, params: Any, source: str, where: str) -> dict[str, Any]:
+    """`params` checked against the parameter class of weighting `name` and converted to its
+    types. A composition `a+b` takes `{a: {...}, b: {...}}`, or flat keys meaning a's (as
+    `make_weighting` splits them)."""
+    from rlmtl.weighting import WEIGHTINGS
+    from rlmtl.weighting.base import params_class_of
+
+    if not isinstance(params, dict):
+        raise ConfigError(f"{source}: {where!r} must be a mapping, got {params!r}")
+    if "+" in name:
+        first, second = name.split("+", 1)
+        nested = [part for part in (first, second) if isinstance(params.get(part), dict)]
+        flat = {key: value for key, value in params.items() if key not in nested}
+        if first in nested and flat:
+            key = next(iter(flat))
+            raise ConfigError(f"{source}: '{where}.{key}': with '{where}.{first}' given, {first}'s parameters go there")
+        checked: dict[str, Any] = {}
+        if first in nested:
+            checked[first] = weighting_params(first, params[first], source, f"{where}.{first}")
+        else:
+            checked.update(weighting_params(first, flat, source, where))
+        if second in nested:
+            checked[second] = weighting_params(second, params[second], source, f"{where}.{second}")
+        return checked
+    params_class = params_class_of(WEIGHTINGS.get(name))
+    fields = {f.name: f for f in dataclasses.fields(params_class)}
+    listed = ", ".join(fields) or "none"
+    checked = {}
+    for key, value in params.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: '{where}.{key}' is not a parameter of weighting {name!r} (its parameters: {listed})")
+        checked[key] = check_value(value, fields[key].type, f"{source}: '{where}.{key}'")
+    try:
+        params_class(**checked)
+    except TypeError as error:  # a parameter without a default that the config does not give
+        raise ConfigError(f"{source}: {where!r} of weighting {name!r}: {error}") from None
+    return checked
