@@ -45,12 +45,17 @@ def build_agent(meta: CheckpointMeta) -> MultiTaskBC:
 
 
 def agent_from_checkpoint(payload: CheckpointPayload, device: torch.device | str = "cpu") -> MultiTaskBC:
-    """Rebuild the agent of a loaded checkpoint, weights and normalisation included."""
+    """Rebuild the agent of a loaded checkpoint, weights and normalisation included; CheckpointError
+    when they do not fit its config or hold a NaN or inf (parameters and buffers alike)."""
     agent = build_agent(payload["meta"])
     try:
         agent.load_state_dict(payload["model"])
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint weights do not match its config ({str(error).splitlines()[0]})") from None
+    nonfinite = [name for name, value in payload["model"].items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if nonfinite:  # a diverged run: its actions would be NaN
+        more = f" and {len(nonfinite) - 3} more" if len(nonfinite) > 3 else ""
+        raise CheckpointError(f"checkpoint weights are not finite (NaN or inf in {', '.join(nonfinite[:3])}{more})")
     return agent.to(device).eval()
 
 

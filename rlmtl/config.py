@@ -284,7 +284,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "eval.video_size": config.eval.video_size,
     }
     for key, value in positive.items():
-        if value <= 0:
+        if not value > 0:  # written so that NaN fails too
             raise ConfigError(f"{source}: {key!r} must be positive, got {value}")
     non_negative = {
         "env.max_episode_steps": config.env.max_episode_steps,
@@ -299,12 +299,17 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "eval.episode_timeout_s": config.eval.episode_timeout_s,
         "eval.max_episode_retries": config.eval.max_episode_retries,
         "agent.head_hidden_dim": config.agent.head_hidden_dim,
+        "train.weight_decay": config.train.weight_decay,
     }
     for key, value in non_negative.items():
-        if value < 0:
+        if not value >= 0:
             raise ConfigError(f"{source}: {key!r} must be >= 0, got {value}")
-    if config.train.lr <= 0:
+    if not config.train.lr > 0:
         raise ConfigError(f"{source}: 'train.lr' must be positive, got {config.train.lr}")
+    if not config.data.max_attempts_per_demo >= 1:
+        raise ConfigError(
+            f"{source}: 'data.max_attempts_per_demo' must be >= 1 (attempts per requested demo), got {config.data.max_attempts_per_demo}"
+        )
     if not 0 <= config.train.min_lr_ratio <= 1:
         raise ConfigError(f"{source}: 'train.min_lr_ratio' must be in [0, 1], got {config.train.min_lr_ratio}")
     if not config.agent.obs_keys:

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,28 @@ def test_config_keys_and_plugin_sections_have_help():
     rows = {key: text for key, _, text in field_help()}
     assert "env.options" in rows and "env.action_mode" not in rows
     assert main(["config"]) == 0
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "train.lr",
+        "train.weight_decay",
+        "train.grad_clip",
+        "train.min_lr_ratio",
+        "data.max_attempts_per_demo",
+        "data.attempt_timeout_s",
+        "eval.episode_timeout_s",
+        "weighting.params.w_lr",
+    ],
+)
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan", "-inf"])
+def test_nan_and_inf_are_config_errors_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"'{re.escape(key)}': expected a finite number, got -?(nan|inf)"):
+        load_config(None, ["weighting.name=famo", f"{key}={value}"])
+
+
+@pytest.mark.parametrize(("key", "value"), [("train.weight_decay", -0.1), ("data.max_attempts_per_demo", 0.5)])
+def test_ranges_of_keys_that_had_none(key, value):
+    with pytest.raises(ConfigError, match=re.escape(repr(key))):
+        load_config(None, [f"{key}={value}"])

@@ -4,6 +4,11 @@ Success follows Meta-World's convention: the task solved at any step; the episod
 first success or at the env's step limit. A simulator failure ends it too: `step` may set
 `info["failure"] = "<kind>"` (e.g. RLBench's IK error); the outcome records that kind, or
 `step_limit` for an unsolved episode that ran to the limit.
+
+Only finite rollouts count: a policy action with a NaN or inf ends the episode before it reaches
+the simulator (failure `nonfinite_action`; clipping passes NaN through, and Meta-World then reports
+some tasks solved), and so does an observation with one (`nonfinite_observation`), even on a step
+the env called a success.
 """
 
 from __future__ import annotations
@@ -17,6 +22,15 @@ from rlmtl.data.dataset import Episode
 from rlmtl.envs.base import Observation, TaskEnv
 
 Policy = Callable[[Observation], np.ndarray]
+
+
+NONFINITE_ACTION = "nonfinite_action"
+NONFINITE_OBSERVATION = "nonfinite_observation"
+
+
+def _finite(observation: Observation) -> bool:
+    """Every floating-point array of the observation is free of NaN and inf (images are uint8)."""
+    return all(np.isfinite(value).all() for value in observation.values() if np.issubdtype(np.asarray(value).dtype, np.floating))
 
 
 @dataclass
@@ -42,16 +56,21 @@ def run_episode(
     frames: list[np.ndarray] = [env.render()] if video else []
     success = False
     truncated = False
-    failure = ""
+    failure = "" if _finite(observation) else NONFINITE_OBSERVATION
     step = 0
     while not (success or truncated or failure):
         action = np.asarray(policy(observation), dtype=np.float32)
+        if not np.isfinite(action).all():
+            failure = NONFINITE_ACTION
+            break
         if record:
             for key, value in observation.items():
                 steps[key].append(value)
             actions.append(action)
         observation, reward, success, truncated, info = env.step(action)
         failure = "" if success else str(info.get("failure") or "")
+        if not _finite(observation):
+            success, failure = False, NONFINITE_OBSERVATION
         step += 1
         if record:
             rewards.append(reward)

@@ -238,3 +238,39 @@ def test_unwritable_output_exits_4(trained_run, tmp_path, capsys):
         assert "not writable" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
+
+
+# ---- only finite rollouts count ------------------------------------------------------------------
+
+
+def doctored_checkpoint(run: Path, folder: Path, change) -> Path:
+    """A copy of the run's last checkpoint with `change(model_state_dict)` applied."""
+    from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(resolve_checkpoint(run))
+    change(payload["model"])
+    return save_checkpoint(folder / "doctored.pt", payload)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_checkpoint_with_nonfinite_weights_is_refused(trained_run, tmp_path, capsys, value):
+    checkpoint = doctored_checkpoint(trained_run, tmp_path, lambda model: model["heads.weights.0"].view(-1)[0].fill_(value))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(eval_args(checkpoint, "--out", out, "--min-success", "1.0")) == EXIT_CHECKPOINT
+    err = capsys.readouterr().err
+    assert "weights are not finite" in err and "heads.weights.0" in err and str(checkpoint) in err
+    assert not (out / "eval.json").exists()
+
+
+def test_nan_actions_are_failures_of_their_own_kind_and_fail_the_gate(trained_run, tmp_path):
+    # finite weights, zero observation std: every action is NaN (Meta-World would call drawer-close solved)
+    checkpoint = doctored_checkpoint(trained_run, tmp_path, lambda model: model["obs_std"].zero_())
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main(eval_args(checkpoint, "--out", out, "--episodes", "2", "--min-success", "1.0", "--min-task-success", "1.0"))
+    assert code == EXIT_BELOW_BAR
+    result = json.loads((out / "eval.json").read_text())
+    for row in result["per_task"].values():
+        assert row["success_rate"] == 0.0 and row["failures"] == {"nonfinite_action": 2}
+    assert result["overall"]["success_rate"] == 0.0
