@@ -28,8 +28,10 @@ exit codes:
   6  some episodes ended in an error (a worker crashed or hung on every rerun): the results
      are written, the errors listed; those episodes are not in the success rates
 
-Finished episodes are appended to OUT/eval_episodes.jsonl; running the same command again
-resumes (delete that file to start over). Sharded over processes or machines (OUT shared):
+Finished episodes are appended to OUT/eval_episodes.jsonl; the same command with --resume
+continues an interrupted evaluation from it. Without --resume an OUT that holds such a log is
+refused (exit 4): a gate counts only episodes it ran, unless asked. Sharded over processes or
+machines (OUT shared):
   torchrun --nproc-per-node=2 -m rlmtl eval runs/mt10 --out runs/mt10
 
 CI example:
@@ -106,6 +108,21 @@ def _success_bar(text: str) -> float:
     return value
 
 
+def _count(minimum: int):
+    """argparse type: an integer >= `minimum` (a usage error, exit 2, otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _check_output_folder(folder: Path, what: str, must_exist: bool = True) -> None:
     """OutputError (exit 4) unless `folder` exists, is a folder and accepts a file. rlmtl never
     creates a folder named on the command line: a missing one is usually an unmounted volume."""
@@ -171,6 +188,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         workers=args.workers,
         video=True if args.video else None,
         progress=not args.no_progress,
+        resume=args.resume,
     )
     result = evaluate_into(checkpoint, out, settings, Ranks.from_env_vars())
     if result is None:  # a torchrun rank other than 0: rank 0 gathers and reports
@@ -359,10 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", help="run folder (uses checkpoints/last) or checkpoint file")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the run's eval.episodes_per_task)")
-    p.add_argument("--workers", type=int, default=None, help="rollout processes (0 = all cores)")
+    p.add_argument("--episodes", type=_count(1), default=None, help="episodes per task, >= 1 (default: the run's eval.episodes_per_task)")
+    p.add_argument("--workers", type=_count(0), default=None, help="rollout processes (0 = all cores)")
     p.add_argument("--video", action="store_true", help="write a video per task")
     p.add_argument("--out", default=None, help="output folder, which must exist (default: the run folder)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted evaluation: reuse the episodes in OUT's episode logs (same checkpoint content, settings, rlmtl version)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--min-success",

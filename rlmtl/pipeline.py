@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from contextlib import contextmanager
@@ -68,8 +69,8 @@ def train_and_evaluate(
     with times.stage(f"train{label}"):
         trained = train(config, resume=resume, progress=progress)
     checkpoint = trained.best_checkpoint or trained.last_checkpoint
-    with times.stage(f"evaluate{label}"):
-        result = evaluate_into(checkpoint, trained.run_dir, settings)
+    with times.stage(f"evaluate{label}"):  # a resumed run also resumes its evaluation
+        result = evaluate_into(checkpoint, trained.run_dir, dataclasses.replace(settings, resume=resume))
     assert result is not None
     return trained.run_dir, checkpoint, result
 

@@ -30,6 +30,7 @@ import collections
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -40,13 +41,14 @@ from rlmtl.errors import RlmtlError
 
 
 def resolve_workers(requested: int) -> int:
-    """0 means one worker per available core."""
-    if requested > 0:
-        return requested
+    """0 means one worker per available core; more than the cores is capped there (with a message)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    if requested > cores:
+        print(f"rlmtl: {requested} workers asked for, {cores} cores available: using {cores}", file=sys.stderr)
+    return cores if requested <= 0 else min(requested, cores)
 
 
 # a worker that has not finished its initializer after this long is replaced (counts as a crash)

@@ -115,14 +115,17 @@ def test_sigkilled_evaluation_resumes_without_redoing_finished_episodes(plugin_e
     time.sleep(1.0)  # orphaned workers notice the closed pipe and exit
     count_file = Path(json.loads(faults.read_text())["count_file"])
     before = len(count_file.read_text().splitlines())
-    done = run_cli(str(run), "--no-progress")
+    refused = run_cli(str(run), "--no-progress")  # a log in the folder: not counted unless asked
+    assert refused.returncode == 4 and "--resume" in refused.stderr and "eval_episodes.jsonl" in refused.stderr
+    done = run_cli(str(run), "--no-progress", "--resume")
     assert done.returncode == 0, done.stderr
+    assert f"{finished} of 24 episodes taken from the logs" in done.stderr
     executed = len(count_file.read_text().splitlines()) - before
     assert executed == 24 - finished
     result = json.loads((run / "eval.json").read_text())
     check_every_episode_once(result, 8)
     assert len(list(read_log(log_path))) == 24
-    again = run_cli(str(run), "--no-progress")  # everything logged: nothing runs
+    again = run_cli(str(run), "--no-progress", "--resume")  # everything logged: nothing runs
     assert again.returncode == 0 and len(count_file.read_text().splitlines()) - before == executed
     assert json.loads((run / "eval.json").read_text())["per_task"] == result["per_task"]
 
@@ -201,3 +204,27 @@ def test_collection_counts_an_attempt_failing_every_rerun_as_failed(plugin_env, 
     attrs = read_attrs(_toy_collection(tmp_path, "always"))
     assert attrs["tasks"] == ["alpha"] and not attrs["shortfall"]  # later attempts made up for it
     assert "failed 2 times" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_shapes_do_not_fit_the_env_is_refused_before_any_rollout(plugin_env, tmp_path):
+    from rlmtl.build import agent_meta, build_agent
+    from rlmtl.config import config_from_dict
+    from rlmtl.training.checkpoint import save_checkpoint, update_last_pointer
+
+    faults = plugin_env([])
+    config = config_from_dict({"env": {"backend": "faulty", "suite": "toy"}, "agent": {"hidden_dim": 16, "num_layers": 1}})
+    meta = agent_meta(config, fault_plugin.TASKS, {"state": {"shape": [5], "dtype": "float32"}}, 2)  # the toy env gives 4
+    run = tmp_path / "run"
+    path = save_checkpoint(run / "checkpoints" / "step_00000001.pt", {"meta": meta, "step": 1, "model": build_agent(meta).state_dict()})
+    update_last_pointer(run / "checkpoints", path)
+    done = run_cli(str(run), "--no-progress", "--episodes", "1")
+    assert done.returncode == 3, done.stderr
+    assert "'state' of shape (5,) but toy produces (4,)" in done.stderr.strip().splitlines()[-1]
+    count_file = Path(json.loads(faults.read_text())["count_file"])
+    assert not count_file.exists()  # no episode was started
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--episodes", "-3"), ("--episodes", "0"), ("--episodes", "two"), ("--workers", "-1")])
+def test_episode_and_worker_counts_are_validated(flag, value, tmp_path):
+    done = run_cli(str(tmp_path), flag, value)
+    assert done.returncode == 2 and flag in done.stderr

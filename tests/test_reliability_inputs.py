@@ -228,7 +228,7 @@ def test_disk_full_while_writing_results_keeps_the_previous_eval_json(trained, t
     config, run = trained
     assert main(["eval", str(run), "--episodes", "1", "--workers", "1", "--no-progress"]) == 0
     before = snapshot(run)
-    done = rlmtl_limited(1_000, "eval", str(run), "--episodes", "1", "--workers", "1", "--no-progress")
+    done = rlmtl_limited(1_000, "eval", str(run), "--episodes", "1", "--workers", "1", "--no-progress", "--resume")
     assert done.returncode == 4, done.stderr[-2000:]
     assert "eval.json" in done.stderr.strip().splitlines()[-1]
     assert snapshot(run) == before

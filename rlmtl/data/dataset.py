@@ -131,6 +131,17 @@ def _seal(path: Path) -> None:
         handle.write(header.ljust(_USERBLOCK, b"\0"))
 
 
+def content_digest(path: str | Path) -> str:
+    """sha256 of the dataset's content: the sealed digest (read from the user block, no pass over
+    the file) or, for a file without a seal, computed."""
+    with open(path, "rb") as handle:
+        head = handle.read(_USERBLOCK)
+        if head.startswith(_SEAL):
+            return head[len(_SEAL) : len(_SEAL) + 64].decode("ascii", "replace")
+        handle.seek(0)
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
 def verify_seal(path: Path) -> None:
     """DatasetError naming `path` when its checksum does not match (truncated or corrupt)."""
     with open(path, "rb") as handle:
@@ -273,6 +284,10 @@ def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: d
         demo_actions = np.asarray(demo["actions"], dtype=np.float32)
         if demo_actions.ndim != 2 or (action_dim is not None and demo_actions.shape[1] != action_dim):
             raise DatasetError(f"{where}/actions: shape {demo_actions.shape} does not match action dim {action_dim}")
+        if demo_actions.shape[0] == 0:  # would shift every later sample onto the wrong task's rows
+            raise DatasetError(f"{where}: an empty demo (0 steps)")
+        if not np.isfinite(demo_actions).all():
+            raise DatasetError(f"{where}/actions: holds NaN or inf")
         for key in obs_keys:
             if f"obs/{key}" not in demo:
                 raise DatasetError(f"{where}: missing observation key {key!r} (keys: {', '.join(demo['obs'])})")
@@ -280,6 +295,8 @@ def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: d
             expected = tuple(spec[key]["shape"]) if key in spec else None
             if values.shape[0] != demo_actions.shape[0] or (expected and values.shape[1:] != expected):
                 raise DatasetError(f"{where}/obs/{key}: shape {values.shape} does not match {expected} x {demo_actions.shape[0]} steps")
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                raise DatasetError(f"{where}/obs/{key}: holds NaN or inf")
             observations[key].append(values)
         actions.append(demo_actions)
     stats: dict[str, dict[str, np.ndarray]] = {}

@@ -3,10 +3,13 @@
 `rlmtl eval` appends a line to `<out>/eval_episodes.jsonl` (`eval_episodes.rank<R>.jsonl` per
 rank of a sharded evaluation) as each episode finishes, flushed and fsynced before the next
 result is taken. A line is keyed by the checkpoint's content hash, the environment settings'
-digest, the task, the episode index and its scene seed, so a rerun of the same evaluation skips
-the episodes already in any log of the folder, and a different checkpoint or setting never
-reuses them. Episodes that ended in an error (worker crash or hang after every rerun) are logged
-with `error` set and are run again on resume; an outcome beats an error for the same key.
+digest, the rlmtl version, the task, the episode index and its scene seed, so `rlmtl eval
+--resume` skips the episodes already in any log of the folder, and a different checkpoint,
+setting or rlmtl version never reuses them. Without `--resume` a folder holding a log is refused:
+the keys are no defence against a hand-written log (anyone who can write the folder can copy
+them), so episodes are taken from a log only when the user asks for it. Episodes that ended in an
+error (worker crash or hang after every rerun) are logged with `error` set and are run again on
+resume; an outcome beats an error for the same key.
 
 A crash can tear only the last line; readers ignore it and the writer cuts it off before
 appending. Delete the `eval_episodes*.jsonl` files to evaluate from scratch.
@@ -58,12 +61,23 @@ class EpisodeKey:
     task: str
     episode: int
     scene_seed: int
+    rlmtl: str  # the version that ran it
 
 
 def _key_of(record: dict[str, Any]) -> EpisodeKey:
     return EpisodeKey(
-        str(record["checkpoint"]), str(record["settings"]), str(record["task"]), int(record["episode"]), int(record["scene_seed"])
+        str(record["checkpoint"]),
+        str(record["settings"]),
+        str(record["task"]),
+        int(record["episode"]),
+        int(record["scene_seed"]),
+        str(record.get("rlmtl", "")),  # logs written before versions were recorded never match
     )
+
+
+def existing_logs(folder: Path | None) -> list[Path]:
+    """The episode logs already in `folder` (none without a folder)."""
+    return sorted(folder.glob("eval_episodes*.jsonl")) if folder is not None and folder.is_dir() else []
 
 
 def read_log(path: Path) -> Iterator[dict[str, Any]]:

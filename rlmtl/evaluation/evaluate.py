@@ -19,19 +19,29 @@ from typing import Any, cast
 
 from tqdm import tqdm
 
+from rlmtl import __version__
 from rlmtl.build import agent_from_checkpoint, env_settings
 from rlmtl.config import RunConfig, config_from_dict
 from rlmtl.distributed import Ranks
-from rlmtl.envs import EnvSettings, make_suite, scene_seed
-from rlmtl.errors import RlmtlError
-from rlmtl.evaluation.episode_log import EpisodeKey, EpisodeLog, file_digest, key_record, log_name, read_logs, settings_digest
+from rlmtl.envs import EnvSettings, Suite, make_suite, scene_seed
+from rlmtl.errors import CheckpointError, OutputError, RlmtlError
+from rlmtl.evaluation.episode_log import (
+    EpisodeKey,
+    EpisodeLog,
+    existing_logs,
+    file_digest,
+    key_record,
+    log_name,
+    read_logs,
+    settings_digest,
+)
 from rlmtl.evaluation.results import EpisodeError, EvalResult, Slot, summarise
 from rlmtl.evaluation.rollout import EpisodeOutcome, run_episode
 from rlmtl.evaluation.settings import EvalSettings
-from rlmtl.evaluation.shard import barrier, shard
+from rlmtl.evaluation.shard import barrier, rank_group, shard
 from rlmtl.evaluation.videos import write_videos
 from rlmtl.pool import Job, JobResult, RobustPool, resolve_workers
-from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint
+from rlmtl.training.checkpoint import CheckpointMeta, load_checkpoint, resolve_checkpoint
 
 _WORKER: dict[str, Any] = {}
 
@@ -85,8 +95,10 @@ def evaluate_checkpoint(
 ) -> EvalResult | None:
     """Roll the checkpoint's policy out on every task; returns the eval.json content.
 
-    `out`: append each finished episode to its episodes log there, skip the episodes already
-    logged, and write videos to `out/videos` (no folder: no log, no videos). `shard_of` (a torchrun
+    `out`: append each finished episode to its episodes log there and write videos to
+    `out/videos` (no folder: no log, no videos); a folder that already holds a log is refused
+    unless `settings.resume`, which skips the episodes logged there for this checkpoint content,
+    settings and rlmtl version. `shard_of` (a torchrun
     rank of several): run this rank's share, then (rank 0) gather every rank's log from `out` into
     the full result; the other ranks return None.
     """
@@ -98,17 +110,26 @@ def evaluate_checkpoint(
     payload = load_checkpoint(path)
     config = config_from_dict(payload["meta"]["config"], f"{path} config")
     tasks: list[str] = payload["meta"]["tasks"]
-    jobs = _build_jobs(config, tasks, s, video)
+    suite = make_suite(config.env.backend, config.env.suite)
+    _check_shapes(path, payload["meta"], config, suite)
+    jobs = _build_jobs(config, suite, tasks, s, video)
     identity = file_digest(path)
-    keys = {job.slot: EpisodeKey(identity, settings_digest(job.settings), job.task, job.episode, job.scene_seed) for job in jobs}
-    outcomes = _logged_outcomes(out, jobs, keys)
-    errors: dict[Slot, EpisodeError] = {}
-    mine = [job for job in shard(jobs, rank, world_size, [job.record for job in jobs]) if job.slot not in outcomes]
-    if mine:
-        log_path = out / log_name(rank, world_size) if out is not None else None
-        _run_episodes(path, mine, keys, s, log_path, s.progress and rank == 0, outcomes, errors)
-    if world_size > 1:
+    keys = {
+        job.slot: EpisodeKey(identity, settings_digest(job.settings), job.task, job.episode, job.scene_seed, __version__) for job in jobs
+    }
+    _check_no_stale_log(out, s.resume)
+    with rank_group(world_size):
+        barrier(world_size)  # every rank has looked at the folder before any rank writes to it
+        outcomes = _logged_outcomes(out, jobs, keys) if s.resume else {}
+        if s.resume and rank == 0:
+            print(f"rlmtl eval: --resume: {len(outcomes)} of {len(jobs)} episodes taken from the logs in {out}", file=sys.stderr)
+        errors: dict[Slot, EpisodeError] = {}
+        mine = [job for job in shard(jobs, rank, world_size, [job.record for job in jobs]) if job.slot not in outcomes]
+        if mine:
+            log_path = out / log_name(rank, world_size) if out is not None else None
+            _run_episodes(path, mine, keys, s, log_path, s.progress and rank == 0, outcomes, errors)
         barrier(world_size)
+    if world_size > 1:
         if rank != 0:
             return None
         assert out is not None
@@ -139,10 +160,39 @@ def _check_request(settings: EvalSettings, video: bool, out: Path | None, world_
         raise RlmtlError("a sharded evaluation (WORLD_SIZE > 1) gathers through the episode logs: give it an output folder")
 
 
-def _build_jobs(config: RunConfig, tasks: list[str], settings: EvalSettings, video: bool) -> list[EpisodeJob]:
+def _check_no_stale_log(out: Path | None, resume: bool) -> None:
+    """OutputError unless `out` holds no episode log, or the user asked to resume from it."""
+    logs = existing_logs(out)
+    if logs and not resume:
+        raise OutputError(
+            f"{logs[0]}: the output folder holds the episode log of an earlier evaluation; pass --resume to reuse its "
+            "episodes (only those of the same checkpoint content, settings and rlmtl version), or evaluate into another --out"
+        )
+
+
+def _check_shapes(path: Path, meta: CheckpointMeta, config: RunConfig, suite: Suite) -> None:
+    """CheckpointError, before any rollout, when the agent's observation or action shapes are not
+    those the suite's environments produce and take (a worker would crash on every episode)."""
+    produced = suite.observation_spec(list(config.env.cameras), config.env.image_size)
+    for key, shape in meta["obs_shapes"].items():
+        if key not in produced:
+            raise CheckpointError(
+                f"{path}: the agent reads observation {key!r}, which {config.env.suite} does not produce ({', '.join(produced)})"
+            )
+        if tuple(shape) != tuple(produced[key].shape):
+            raise CheckpointError(
+                f"{path}: the agent reads {key!r} of shape {tuple(shape)} but {config.env.suite} produces {tuple(produced[key].shape)}"
+            )
+    taken = tuple(suite.action_spec().shape)
+    if (meta["action_dim"],) != taken:
+        raise CheckpointError(
+            f"{path}: the agent acts in {meta['action_dim']} dimensions but {config.env.suite} takes actions of shape {taken}"
+        )
+
+
+def _build_jobs(config: RunConfig, suite: Suite, tasks: list[str], settings: EvalSettings, video: bool) -> list[EpisodeJob]:
     """Every (task, episode) of the evaluation, task-major; the first `video_episodes` of a task record video."""
     s = settings
-    suite = make_suite(config.env.backend, config.env.suite)
     camera = s.video_camera or suite.default_camera
     jobs: list[EpisodeJob] = []
     for index, task in enumerate(tasks):

@@ -29,6 +29,7 @@ class EvalSettings:
     episode_timeout_s: float = 300.0
     max_episode_retries: int = 2
     progress: bool = True
+    resume: bool = False  # take the episodes already in the output folder's logs (`rlmtl eval --resume`)
 
     @classmethod
     def from_config(cls, section: EvalConfig, **changes: Any) -> "EvalSettings":

@@ -10,7 +10,8 @@ folder must be shared by all ranks (one machine, or a network file system).
 from __future__ import annotations
 
 import datetime
-from typing import Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -29,17 +30,26 @@ def shard(items: Sequence[T], rank: int, world_size: int, pinned: Sequence[bool]
     return mine
 
 
+@contextmanager
+def rank_group(world_size: int) -> Iterator[None]:
+    """The gloo process group the ranks meet in (over torchrun's MASTER_ADDR/PORT), joined once for
+    the whole evaluation and left at its end; nothing for one rank or a group that already exists."""
+    import torch.distributed as dist
+
+    created = world_size > 1 and not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    try:
+        yield
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
 def barrier(world_size: int) -> None:
-    """Wait until every rank gets here (gloo over torchrun's MASTER_ADDR/PORT); no-op for one rank."""
+    """Wait until every rank gets here (inside `rank_group`); no-op for one rank."""
     if world_size <= 1:
         return
     import torch.distributed as dist
 
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
-    try:
-        dist.barrier()
-    finally:
-        if created:
-            dist.destroy_process_group()
+    dist.barrier()

@@ -19,11 +19,12 @@ from rlmtl.errors import CheckpointError, OutputError
 LAST_POINTER = "last"
 
 
-class DatasetRef(TypedDict):
-    """The dataset a run trained on: its path and collection fingerprint."""
+class DatasetRef(TypedDict, total=False):
+    """The dataset a run trained on: its path, collection fingerprint and content hash."""
 
     path: str
     fingerprint: str
+    sha256: str  # `data.dataset.content_digest`: a resumed run must read the same bytes
 
 
 class CheckpointMeta(TypedDict, total=False):

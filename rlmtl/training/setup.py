@@ -11,7 +11,7 @@ import torch
 from rlmtl.atomic import write_text_atomic
 from rlmtl.build import agent_meta, build_agent
 from rlmtl.config import RunConfig, dataset_path
-from rlmtl.data.dataset import MultiTaskData, load_dataset, read_attrs
+from rlmtl.data.dataset import MultiTaskData, content_digest, load_dataset, read_attrs
 from rlmtl.data.sampler import TaskBalancedSampler
 from rlmtl.distributed import Ranks
 from rlmtl.envs import Suite
@@ -76,7 +76,7 @@ def load_training_data(config: RunConfig, tasks: list[str], suite: Suite) -> tup
     action_dim = attrs["action_spec"]["shape"][0]
     data = load_dataset(path, tasks, config.agent.obs_keys, action_dim)
     meta = agent_meta(config, tasks, attrs["observation_spec"], action_dim)
-    meta["dataset"] = {"path": str(path), "fingerprint": attrs.get("fingerprint", "")}
+    meta["dataset"] = {"path": str(path), "fingerprint": attrs.get("fingerprint", ""), "sha256": content_digest(path)}
     return data, meta
 
 

@@ -59,9 +59,17 @@ def training_payload(
 def check_resumable(payload: CheckpointPayload, meta: CheckpointMeta, path: Path) -> None:
     """The checkpoint must come from the same tasks, shapes, dataset, agent and weighting config."""
     saved = payload["meta"]
-    for key in ("tasks", "obs_shapes", "action_dim", "dataset"):
+    for key in ("tasks", "obs_shapes", "action_dim"):
         if saved.get(key) != meta.get(key):
             raise CheckpointError(f"{path}: checkpoint {key} {saved.get(key)!r} does not match the config's {meta.get(key)!r}")
+    data, saved_data = meta.get("dataset", {}), dict(saved.get("dataset", {}))
+    saved_data.setdefault("sha256", data.get("sha256", ""))  # checkpoints written before the hash was recorded
+    for key in ("path", "fingerprint", "sha256"):
+        if saved_data.get(key) != data.get(key):
+            what = "content changed since the run started (same path and settings, other bytes)" if key == "sha256" else f"{key} differs"
+            raise CheckpointError(
+                f"{path}: the run trained on dataset {saved_data.get('path')!r} and its {what}: {saved_data.get(key)!r} vs {data.get(key)!r}"
+            )
     for section in ("agent", "weighting"):
         if saved["config"][section] != meta["config"][section]:
             raise CheckpointError(f"{path}: checkpoint was trained with another {section} config")

@@ -92,3 +92,34 @@ def test_foreign_hdf5_is_refused(tmp_path):
         handle["x"] = np.zeros(3)
     with pytest.raises(DatasetError, match="not an rlmtl dataset"):
         read_attrs(path)
+
+
+def write_with(path, episodes_a):
+    """A two-task dataset whose task "a" holds `episodes_a` (task "b" is normal)."""
+    rng = np.random.default_rng(1)
+    records = [TaskRecord("a", 0, episodes_a, len(episodes_a), len(episodes_a)), TaskRecord("b", 1, [make_episode(rng, 5, 0)], 1, 1)]
+    attrs = {
+        "backend": "fake",
+        "suite": "s",
+        "tasks": ["a", "b"],
+        "observation_spec": SPEC,
+        "action_spec": {"shape": [2], "dtype": "float32"},
+    }
+    write_dataset(path, {**attrs, "fingerprint": "x"}, records)
+
+
+def test_an_empty_demo_is_refused_naming_it(tmp_path):
+    rng = np.random.default_rng(0)
+    write_with(tmp_path / "d.h5", [make_episode(rng, 5, 0), make_episode(rng, 0, 1)])
+    with pytest.raises(DatasetError, match=r"/data/a/demo_1: an empty demo \(0 steps\)"):
+        load_dataset(tmp_path / "d.h5", ["a", "b"], ["state"], action_dim=2)
+
+
+@pytest.mark.parametrize("where", ["actions", "obs/state"])
+def test_nan_or_inf_in_a_demo_is_refused_naming_it(tmp_path, where):
+    rng = np.random.default_rng(0)
+    bad = make_episode(rng, 5, 1)
+    (bad.actions if where == "actions" else bad.observations["state"])[2, 1] = np.inf
+    write_with(tmp_path / "d.h5", [make_episode(rng, 5, 0), bad])
+    with pytest.raises(DatasetError, match=rf"/data/a/demo_1/{where}: holds NaN or inf"):
+        load_dataset(tmp_path / "d.h5", ["a", "b"], ["state"], action_dim=2)

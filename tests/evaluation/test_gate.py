@@ -274,3 +274,37 @@ def test_nan_actions_are_failures_of_their_own_kind_and_fail_the_gate(trained_ru
     for row in result["per_task"].values():
         assert row["success_rate"] == 0.0 and row["failures"] == {"nonfinite_action": 2}
     assert result["overall"]["success_rate"] == 0.0
+
+
+# ---- the gate counts only episodes it ran, unless asked to resume -------------------------------
+
+
+def forged_log(run: Path, folder: Path, **changes) -> Path:
+    """A real evaluation's episode log, every episode rewritten as a one-step success (and `changes`)."""
+    real = folder / "real"
+    real.mkdir()
+    assert main(eval_args(run, "--out", real, "--episodes", "2")) == 0
+    records = [json.loads(line) for line in (real / "eval_episodes.jsonl").read_text().splitlines()]
+    forged = folder / "forged"
+    forged.mkdir()
+    lines = [json.dumps({**r, "success": True, "steps": 1, "failure": "", **changes}) for r in records]
+    (forged / "eval_episodes.jsonl").write_text("\n".join(lines) + "\n")
+    return forged
+
+
+def test_a_log_already_in_the_output_folder_is_refused_without_resume(trained_run, tmp_path, capsys):
+    out = forged_log(trained_run, tmp_path)
+    code = main(eval_args(trained_run, "--out", out, "--episodes", "2", "--min-success", "1.0"))
+    assert code == EXIT_OUTPUT
+    err = capsys.readouterr().err
+    assert str(out / "eval_episodes.jsonl") in err and "--resume" in err
+    assert not (out / "eval.json").exists()
+
+
+def test_resume_reuses_only_episodes_logged_by_this_rlmtl_version(trained_run, tmp_path, capsys):
+    out = forged_log(trained_run, tmp_path, rlmtl="0.0.0-other")
+    assert main(eval_args(trained_run, "--out", out, "--episodes", "2", "--resume")) == 0
+    assert "0 of 4 episodes taken from the logs" in capsys.readouterr().err
+    result = json.loads((out / "eval.json").read_text())
+    real = json.loads((tmp_path / "real" / "eval.json").read_text())
+    assert result["per_task"] == real["per_task"]  # rerun for real, not the forged successes

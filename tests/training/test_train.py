@@ -82,3 +82,14 @@ def test_affinity_probe_state_resumes_exactly(tiny):
     probe_b = torch.load(sorted((resumed.run_dir / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)["affinity_probe"]
     assert probe_a["count"].item() == 6  # steps 0, 7, 14, 21, 28, 35
     torch.testing.assert_close(probe_a["total"], probe_b["total"], rtol=0, atol=0)
+
+
+def test_resume_refuses_a_dataset_whose_content_changed_under_the_same_settings(tmp_path):
+    from test_distributed import write_config, write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "data.h5")
+    config = load_config(write_config(tmp_path, "changed", "uniform", steps=4))
+    train(config, progress=False, stop_after=2)
+    write_tiny_dataset(tmp_path / "data.h5", seed=1)  # same path, same fingerprint, other demos
+    with pytest.raises(CheckpointError, match=r"content changed since the run started"):
+        Trainer(config, resume=True, progress=False)
