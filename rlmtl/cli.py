@@ -160,13 +160,23 @@ def _load_for_eval(run: str):
     return checkpoint, config
 
 
+def _default_eval_folder(run: Path, checkpoint: Path) -> Path:
+    """Where `rlmtl eval` writes without --out: the run folder named, or the run folder of a
+    checkpoint in `<run>/checkpoints/`; any other checkpoint file needs --out."""
+    if run.is_dir():
+        return run
+    if checkpoint.parent.name == "checkpoints":
+        return checkpoint.parent.parent
+    raise RlmtlError(f"{checkpoint}: not in a run folder (<run>/checkpoints/), so there is no folder for its results: give --out")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlmtl.evaluation.gate import check_success, github_summary, junit_xml
     from rlmtl.evaluation.results import episode_errors, results_markdown
 
     checkpoint, config = _load_for_eval(args.run)
     run_path = Path(args.run)
-    out = Path(args.out) if args.out else (run_path if run_path.is_dir() else checkpoint.parent.parent)
+    out = Path(args.out) if args.out else _default_eval_folder(run_path, checkpoint)
     # every output is checked before the (long) rollouts
     _check_output_folder(out, "output folder", must_exist=bool(args.out))
     junit = Path(args.junit) if args.junit else None

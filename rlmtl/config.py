@@ -312,6 +312,9 @@ def validate(config: RunConfig, source: str = "config") -> None:
         )
     if not 0 <= config.train.min_lr_ratio <= 1:
         raise ConfigError(f"{source}: 'train.min_lr_ratio' must be in [0, 1], got {config.train.min_lr_ratio}")
+    name = config.name
+    if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
+        raise ConfigError(f"{source}: 'name' must be a plain folder name inside out_dir (no path), got {name!r}")
     if not config.agent.obs_keys:
         raise ConfigError(f"{source}: 'agent.obs_keys' must name at least one observation key")
     if config.eval.video_format not in ("gif", "mp4"):

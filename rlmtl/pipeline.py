@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -22,6 +22,7 @@ from rlmtl.distributed import Ranks
 from rlmtl.errors import OutputError
 from rlmtl.evaluation.results import EvalResult
 from rlmtl.evaluation.settings import EvalSettings
+from rlmtl.folder_lock import FolderLock
 
 if TYPE_CHECKING:
     from rlmtl.tag.grouped import GroupPlan
@@ -44,18 +45,19 @@ class StageTimes:
 
 
 def evaluate_into(checkpoint: str | Path, out: Path, settings: EvalSettings, ranks: Ranks | None = None) -> EvalResult | None:
-    """Evaluate into `out` (resuming from its episodes log) and write eval.json / eval.md there;
-    with `ranks` of a torchrun job, this rank's share, and None on ranks other than 0."""
+    """Evaluate into `out` (locked meanwhile: one rlmtl process per folder) and write eval.json /
+    eval.md there; with `ranks` of a torchrun job, this rank's share, and None on ranks other than 0."""
     from rlmtl.evaluation.evaluate import evaluate_checkpoint
     from rlmtl.evaluation.results import write_results
 
-    result = evaluate_checkpoint(checkpoint, settings, out=out, shard_of=ranks)
-    if result is None:
-        return None
-    try:
-        write_results(out, result)
-    except OSError as error:
-        raise OutputError(f"output folder {out}: cannot write eval.json / eval.md ({error.strerror or error})") from None
+    with FolderLock(out, "rlmtl eval") if ranks is None or ranks.is_main else nullcontext():
+        result = evaluate_checkpoint(checkpoint, settings, out=out, shard_of=ranks)
+        if result is None:
+            return None
+        try:
+            write_results(out, result)
+        except OSError as error:
+            raise OutputError(f"output folder {out}: cannot write eval.json / eval.md ({error.strerror or error})") from None
     return result
 
 

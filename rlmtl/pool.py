@@ -15,7 +15,8 @@ gives every spawn-started worker its own pipe and watches each one:
   a missing expert) stops the pool and is raised in the parent.
 
 Results are yielded as they finish. Workers import the `RLMTL_PLUGINS` modules, use one torch
-thread each, and exit on their own when the parent dies (their pipe closes).
+thread each, and die with the parent: an idle worker sees its pipe close, and on Linux the kernel
+kills a busy one (PR_SET_PDEATHSIG) when the parent dies, even by SIGKILL.
 
 Collection (expert demos) and evaluation (policy episodes) both run their jobs here. Workers are
 started with `spawn`, not fork: a parent that has created an OpenGL context deadlocks forked
@@ -27,6 +28,7 @@ parent's.
 from __future__ import annotations
 
 import collections
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -83,8 +85,22 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _worker_main(conn: Connection, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+def _die_with_parent(parent: int) -> None:
+    """On Linux the kernel SIGKILLs this worker when the process that started it dies, however it
+    dies (SIGKILL and SIGTERM included), so a worker busy in a long or hung job is never left
+    behind holding a simulator (prctl PR_SET_PDEATHSIG, prctl(2))."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_main(conn: Connection, initializer: Callable[..., None] | None, initargs: tuple, parent: int) -> None:
     """Worker loop: initializer, then `(job_id, fn, args)` messages until None or the pipe closes."""
+    _die_with_parent(parent)
     try:
         import torch
 
@@ -136,7 +152,7 @@ class _Slot:
 
     def __init__(self, context: Any, initializer: Callable[..., None] | None, initargs: tuple) -> None:
         parent_end, child_end = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(child_end, initializer, initargs), daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child_end, initializer, initargs, os.getpid()), daemon=True)
         self.process.start()
         child_end.close()
         self.conn: Connection = parent_end

@@ -228,3 +228,92 @@ def test_a_checkpoint_whose_shapes_do_not_fit_the_env_is_refused_before_any_roll
 def test_episode_and_worker_counts_are_validated(flag, value, tmp_path):
     done = run_cli(str(tmp_path), flag, value)
     assert done.returncode == 2 and flag in done.stderr
+
+
+def test_an_evaluation_reads_its_own_copy_of_a_checkpoint_pruned_under_it(plugin_env, tmp_path):
+    """Training may prune the checkpoint being evaluated: a worker replaced after a crash must still
+    load the same weights (it used to fail to start, on every rerun)."""
+    run = fault_plugin.make_toy_run(tmp_path / "run")
+    checkpoint = run / "checkpoints" / "step_00000001.pt"
+    plugin_env([fault("alpha", 0, "exit", 1)], delete_at_reset=str(checkpoint))
+    done = run_cli(str(checkpoint), "--out", str(run), "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not checkpoint.exists()  # pruned while the episodes ran
+    check_every_episode_once(json.loads((run / "eval.json").read_text()), 4)
+
+
+def _toy_collect_config(tmp_path: Path, name: str, demos: int = 2) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    data = {
+        "env": {"backend": "faulty", "suite": "toy", "tasks": ["alpha"]},
+        "data": {"demos_per_task": demos, "workers": 2, "cache_dir": str(tmp_path / name), "max_attempts_per_demo": 20.0},
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose environment mentions `marker` (the test's fault file)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes() and (entry / "stat").read_text().split()[2] != "Z":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_collection_ends_its_workers_even_mid_job(plugin_env, tmp_path, kill):
+    seed = next(scene_seed("train", 0, 0, a) for a in range(40) if scene_seed("train", 0, 0, a) % 4 == 0)
+    faults = plugin_env([{"task": "alpha", "seed": seed, "mode": "hang", "times": 1, "at": "reset"}])
+    config = _toy_collect_config(tmp_path, "killed")
+    parent = subprocess.Popen([sys.executable, "-m", "rlmtl", "collect", str(config), "--no-progress"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "markers").glob("*hang*")):
+        time.sleep(0.05)
+    assert _processes_with(str(faults)), "no worker was running"
+    parent.send_signal(kill)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _processes_with(str(faults)):
+        time.sleep(0.1)
+    assert not _processes_with(str(faults)), "workers outlived the collection"
+
+
+def test_a_collection_killed_half_way_resumes_from_its_finished_attempts(plugin_env, tmp_path):
+    from rlmtl.config import load_config
+    from rlmtl.data.collect import collect
+    from rlmtl.data.dataset import load_dataset
+
+    faults = plugin_env([], step_sleep_s=0.05)
+    count_file = Path(json.loads(faults.read_text())["count_file"])
+    clean_config = load_config(_toy_collect_config(tmp_path, "clean", demos=5))
+    clean = load_dataset(collect(clean_config, progress=False), ["alpha"], ["state"]).per_task[0]
+    total = len(count_file.read_text().splitlines())
+    config = _toy_collect_config(tmp_path, "resumed", demos=5)
+    process = subprocess.Popen([sys.executable, "-m", "rlmtl", "collect", str(config), "--no-progress"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+
+    def journals() -> list[Path]:
+        return [p for p in (tmp_path / "resumed").glob(".*.partial/*") if p.name != "fingerprint"]
+
+    while time.monotonic() < deadline and len(journals()) < 6:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    journaled = len(journals())
+    assert journaled >= 6 and not list((tmp_path / "resumed").glob("*.h5"))
+    before = len(count_file.read_text().splitlines())
+    done = subprocess.run(
+        [sys.executable, "-m", "rlmtl", "collect", str(config), "--no-progress"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from {journaled} finished attempts" in done.stderr
+    executed = len(count_file.read_text().splitlines()) - before
+    assert executed <= total - journaled  # the journaled attempts did not run again
+    resumed = load_dataset(Path(done.stdout.strip()), ["alpha"], ["state"]).per_task[0]
+    assert (resumed.actions == clean.actions).all() and (resumed.observations["state"] == clean.observations["state"]).all()
+    assert not list((tmp_path / "resumed").glob(".*.partial"))  # the journal is gone once the dataset is written

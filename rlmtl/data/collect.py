@@ -8,7 +8,9 @@ with the lowest indices, so the file does not depend on the number of workers or
 Attempts run in the same `RobustPool` as evaluation episodes: a worker that crashes (a simulator
 segfault) or hangs (`data.attempt_timeout_s`) is killed and replaced and the attempt rerun with the
 same scene seed, up to `data.max_attempt_retries` times; an attempt that still fails counts as a
-failed attempt (reported on stderr), so one bad scene never aborts the collection.
+failed attempt (reported on stderr), so one bad scene never aborts the collection. Every finished
+attempt is journaled beside the dataset (`attempt_journal.py`), so a collection killed half-way
+resumes from the attempts it had finished and writes the same file.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from tqdm import tqdm
 
 from rlmtl.build import env_settings
 from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
-from rlmtl.data.dataset import Episode, TaskRecord, read_attrs, write_dataset
-from rlmtl.envs import EnvSettings, make_suite, scene_seed
+from rlmtl.data.attempt_journal import AttemptJournal
+from rlmtl.data.dataset import Episode, TaskRecord, check_replaceable, read_attrs, write_dataset
+from rlmtl.envs import EnvSettings, Suite, make_suite, scene_seed
 from rlmtl.errors import DatasetError, RlmtlError
 from rlmtl.evaluation.rollout import run_episode
+from rlmtl.folder_lock import FolderLock
 from rlmtl.pool import Job, RobustPool, resolve_workers
 
 _WORKER_CACHE: dict = {}
@@ -78,13 +82,22 @@ def dataset_is_current(path: Path, config: RunConfig) -> bool:
 
 
 def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
-    """Collect (or reuse) the dataset of `config`; returns its path."""
+    """Collect (or reuse) the dataset of `config`; returns its path. The dataset path is locked
+    while collecting, and a file there that is not an rlmtl dataset is never replaced."""
     path = dataset_path(config)
     if not force and dataset_is_current(path, config):
         print(f"rlmtl collect: reusing {path} (same settings)", file=sys.stderr)
         return path
+    check_replaceable(path)
     suite = make_suite(config.env.backend, config.env.suite)
-    tasks = suite.select_tasks(config.env.tasks)
+    tasks = suite.select_tasks(config.env.tasks)  # bad names fail here, before anything is written
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock(path.parent, "rlmtl collect", f".{path.name}.lock"):
+        _collect_into(path, config, suite, tasks, progress)
+    return path
+
+
+def _collect_into(path: Path, config: RunConfig, suite: Suite, tasks: list[str], progress: bool) -> None:
     obs_spec = suite.observation_spec(config.env.cameras, config.env.image_size)
     wanted = config.data.demos_per_task
     max_attempts = max(wanted, math.ceil(wanted * config.data.max_attempts_per_demo))
@@ -92,23 +105,29 @@ def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Pa
     attempts = {task: 0 for task in tasks}
     settings = {task: env_settings(config, task) for task in tasks}
     workers = resolve_workers(config.data.workers)
+    journal = AttemptJournal(path, dataset_fingerprint(config), {task: suite.task_index(task) for task in tasks})
+    finished = journal.load()
+    if finished:
+        print(f"rlmtl collect: resuming from {len(finished)} finished attempts in {journal.folder}", file=sys.stderr)
     bar = tqdm(total=wanted * len(tasks), desc="collect", unit="demo", disable=not progress, file=sys.stderr)
     pool = RobustPool(workers, timeout_s=config.data.attempt_timeout_s, max_retries=config.data.max_attempt_retries)
     with pool:
         while True:
-            jobs = []
+            jobs, round_attempts = [], []
             for task in tasks:
                 missing = wanted - len(kept[task])
                 budget = max_attempts - attempts[task]
                 # ask for a little more than missing, since the expert fails on some scenes
                 count = min(budget, missing + math.ceil(0.1 * missing)) if missing > 0 else 0
                 for attempt in range(attempts[task], attempts[task] + count):
-                    seed = scene_seed("train", config.data.seed, suite.task_index(task), attempt)
-                    jobs.append(Job((task, attempt), _expert_episode, (settings[task], seed, attempt)))
+                    round_attempts.append((task, attempt))
+                    if (task, attempt) not in finished:
+                        seed = scene_seed("train", config.data.seed, suite.task_index(task), attempt)
+                        jobs.append(Job((task, attempt), _expert_episode, (settings[task], seed, attempt)))
                 attempts[task] += count
-            if not jobs:
+            if not round_attempts:
                 break
-            episodes: dict[tuple[str, int], Episode] = {}
+            episodes = {key: episode for key in round_attempts if (episode := finished.get(key)) is not None}
             for result in pool.run(jobs):
                 task, attempt = result.key
                 if not result.ok:
@@ -116,6 +135,7 @@ def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Pa
                     bar.write(f"rlmtl collect: {message}", file=sys.stderr)
                 elif result.value is not None:
                     episodes[result.key] = result.value
+                journal.record(task, attempt, result.value if result.ok else None)
             for (task, _), episode in sorted(episodes.items(), key=lambda item: item[0][1]):  # lowest attempts first
                 if len(kept[task]) < wanted:
                     kept[task].append(episode)
@@ -134,5 +154,5 @@ def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Pa
     seeds = {"split": "train", "base_seed": config.data.seed, "scene_seed": "SeedSequence([0, base_seed, task_index, attempt])"}
     attrs = {**dataset_attrs(config, suite, tasks, obs_spec, seeds), "shortfall": shortfall}
     write_dataset(path, attrs, records)
+    journal.remove()
     print(f"rlmtl collect: wrote {path} ({sum(len(v) for v in kept.values())} demos, {len(tasks)} tasks)", file=sys.stderr)
-    return path

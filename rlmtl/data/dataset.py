@@ -131,6 +131,22 @@ def _seal(path: Path) -> None:
         handle.write(header.ljust(_USERBLOCK, b"\0"))
 
 
+def check_replaceable(path: Path) -> None:
+    """OutputError unless `path` is absent or an rlmtl dataset (so a write may replace it): rlmtl
+    never overwrites a file it did not write."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, not a dataset file; set data.path to a file")
+    try:
+        read_attrs(path)
+    except DatasetError as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        raise OutputError(
+            f"{path}: exists and is not a readable rlmtl dataset ({reason}); not overwriting it: move it, or set data.path"
+        ) from None
+
+
 def content_digest(path: str | Path) -> str:
     """sha256 of the dataset's content: the sealed digest (read from the user block, no pass over
     the file) or, for a file without a seal, computed."""

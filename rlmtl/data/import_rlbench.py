@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from rlmtl.config import RunConfig, dataset_path
 from rlmtl.data.collect import dataset_attrs
-from rlmtl.data.dataset import Episode, TaskRecord, write_dataset
+from rlmtl.data.dataset import Episode, TaskRecord, check_replaceable, write_dataset
 from rlmtl.envs import make_suite
 from rlmtl.envs.rlbench_backend import RLBenchOptions
 from rlmtl.envs.rlbench_convert import demo_episode
 from rlmtl.envs.rlbench_format import EpisodeRef, episode_variation, find_episodes, load_demo, read_episode
 from rlmtl.errors import ConfigError, DatasetError
+from rlmtl.folder_lock import FolderLock
 from rlmtl.pool import Job, RobustPool, resolve_workers
 
 
@@ -57,6 +58,7 @@ def import_rlbench(root: str | Path, config: RunConfig, out: str | Path | None =
     cameras = tuple(config.env.cameras)
     obs_spec = suite.observation_spec(list(cameras), config.env.image_size)
     path = Path(out) if out else dataset_path(config)
+    check_replaceable(path)
     wanted = config.data.demos_per_task
     refs = {task: find_episodes(root, task, options.variation) for task in tasks}
     workers = min(resolve_workers(config.data.workers), max(1, sum(len(r) for r in refs.values())))
@@ -99,7 +101,9 @@ def import_rlbench(root: str | Path, config: RunConfig, out: str | Path | None =
             "samples": samples,
         },
     }
-    write_dataset(path, attrs, records())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock(path.parent, "rlmtl import-rlbench", f".{path.name}.lock"):
+        write_dataset(path, attrs, records())
     if shortfall:
         details = ", ".join(f"{task}: {wanted - missing}/{wanted}" for task, missing in shortfall.items())
         print(f"rlmtl import-rlbench: fewer demos than data.demos_per_task ({details})", file=sys.stderr)

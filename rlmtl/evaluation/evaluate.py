@@ -12,10 +12,14 @@ so an interrupted evaluation resumes; with `world_size` > 1 the jobs are sharded
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Iterator, cast
 
 from tqdm import tqdm
 
@@ -107,13 +111,19 @@ def evaluate_checkpoint(
     video = s.video and out is not None
     _check_request(s, video, out, world_size)
     path = resolve_checkpoint(checkpoint)
-    payload = load_checkpoint(path)
+    with pinned_copy(path) as pinned:
+        return _evaluate(path, pinned, s, out, rank, world_size, video)
+
+
+def _evaluate(path: Path, pinned: Path, s: EvalSettings, out: Path | None, rank: int, world_size: int, video: bool) -> EvalResult | None:
+    """`evaluate_checkpoint` of the checkpoint at `path`, read (by this process and every worker) from `pinned`."""
+    payload = load_checkpoint(pinned)
     config = config_from_dict(payload["meta"]["config"], f"{path} config")
     tasks: list[str] = payload["meta"]["tasks"]
     suite = make_suite(config.env.backend, config.env.suite)
     _check_shapes(path, payload["meta"], config, suite)
     jobs = _build_jobs(config, suite, tasks, s, video)
-    identity = file_digest(path)
+    identity = file_digest(pinned)
     keys = {
         job.slot: EpisodeKey(identity, settings_digest(job.settings), job.task, job.episode, job.scene_seed, __version__) for job in jobs
     }
@@ -127,7 +137,7 @@ def evaluate_checkpoint(
         mine = [job for job in shard(jobs, rank, world_size, [job.record for job in jobs]) if job.slot not in outcomes]
         if mine:
             log_path = out / log_name(rank, world_size) if out is not None else None
-            _run_episodes(path, mine, keys, s, log_path, s.progress and rank == 0, outcomes, errors)
+            _run_episodes(pinned, mine, keys, s, log_path, s.progress and rank == 0, outcomes, errors)
         barrier(world_size)
     if world_size > 1:
         if rank != 0:
@@ -147,6 +157,26 @@ def evaluate_checkpoint(
         assert out is not None
         result["videos"] = write_videos(out / "videos", tasks, outcomes, s.video_format)
     return result
+
+
+@contextmanager
+def pinned_copy(path: Path) -> Iterator[Path]:
+    """A private copy of the checkpoint for the whole evaluation (a hard link where the file system
+    allows it, else a copy, in a temporary folder removed at the end): a training run may prune or
+    replace the original while its episodes run, and every worker must read the same bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="rlmtl-eval-"))
+    pinned = folder / path.name
+    try:
+        try:
+            os.link(path, pinned)
+        except OSError:  # another file system, or links not allowed
+            try:
+                shutil.copyfile(path, pinned)
+            except OSError as error:
+                raise CheckpointError(f"{path}: cannot read the checkpoint ({error.strerror or error})") from None
+        yield pinned
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_request(settings: EvalSettings, video: bool, out: Path | None, world_size: int) -> None:

@@ -8,6 +8,7 @@ been renamed into place, so a crash at any moment leaves a loadable `last`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -17,6 +18,8 @@ from rlmtl.atomic import atomic_path, write_text_atomic
 from rlmtl.errors import CheckpointError, OutputError
 
 LAST_POINTER = "last"
+STEP_NAME = re.compile(r"step_\d{8}\.pt")  # step_<N>.pt as the trainer names them
+POINTER_TARGET = re.compile(r"[\w.-]+\.pt")
 
 
 class DatasetRef(TypedDict, total=False):
@@ -87,7 +90,7 @@ def prune_checkpoints(folder: Path, keep: int) -> None:
     last = resolve_last(folder)
     for stale in [*folder.glob(".*.pt.tmp-*"), *folder.glob(f".{LAST_POINTER}.tmp-*")]:
         stale.unlink(missing_ok=True)  # left by a crash mid-write; the trainer (rank 0) is the only writer
-    steps = sorted(folder.glob("step_*.pt"))
+    steps = sorted(p for p in folder.glob("step_*.pt") if STEP_NAME.fullmatch(p.name))  # only names the trainer writes
     for old in steps[: max(0, len(steps) - keep)]:
         if old != last:
             old.unlink(missing_ok=True)
@@ -98,7 +101,13 @@ def resolve_last(folder: Path) -> Path | None:
     pointer = folder / LAST_POINTER
     if not pointer.is_file():
         return None
-    target = folder / pointer.read_text(encoding="utf-8").strip()
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{pointer}: not a readable checkpoint pointer ({type(error).__name__})") from None
+    if not POINTER_TARGET.fullmatch(name):  # a name in this folder, never a path out of it
+        raise CheckpointError(f"{pointer}: names {name[:60]!r}, not a checkpoint file of this folder")
+    target = folder / name
     return target if target.is_file() else None
 
 

@@ -16,6 +16,7 @@ from rlmtl.data.sampler import TaskBalancedSampler
 from rlmtl.distributed import Ranks
 from rlmtl.envs import Suite
 from rlmtl.errors import ConfigError, DatasetError, RlmtlError
+from rlmtl.folder_lock import LOCK_NAME, FolderLock
 from rlmtl.training.checkpoint import CheckpointMeta, resolve_last
 from rlmtl.training.nonfinite import NonFiniteMonitor
 from rlmtl.training.schedule import make_scheduler
@@ -23,23 +24,42 @@ from rlmtl.training.step import TrainingParts
 from rlmtl.weighting import MultiTaskBackward, make_weighting
 
 
-def prepare_run_dir(config: RunConfig, resume: bool, write: bool = True) -> Path:
-    """Create the run folder (checking it is writable); with `write=False` (ranks other than 0)
-    only check that the run may start. The trainer saves config.yaml once a resume is accepted."""
+def prepare_run_dir(config: RunConfig, resume: bool, write: bool = True) -> tuple[Path, FolderLock | None]:
+    """Create the run folder (checking it is writable) and lock it for this run; with
+    `write=False` (ranks other than 0) do nothing: rank 0 checks for them. The folder must be new,
+    empty, or (with `resume`) hold a run with a valid `checkpoints/last`: rlmtl does not write into
+    a folder holding files it cannot account for. The trainer saves config.yaml once a resume is
+    accepted. Returns (folder, its lock or None)."""
     run_dir = config.run_dir
-    if not write:
-        if not resume and resolve_last(run_dir / "checkpoints") is not None:
-            raise RlmtlError(f"{run_dir}: already holds a training run; pass --resume to continue it or set name=<new name>")
-        return run_dir
+    if not write:  # rank 0 checks and writes (a failure there stops every rank)
+        return run_dir, None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / ".write-test", "ok\n")
         (run_dir / ".write-test").unlink()
     except OSError as error:
         raise RlmtlError(f"{run_dir}: run folder is not writable ({error.strerror or error})") from None
-    if not resume and resolve_last(run_dir / "checkpoints") is not None:
+    lock = FolderLock(run_dir, "rlmtl train").acquire()
+    try:
+        _check_run_folder(run_dir, resume)
+    except BaseException:
+        lock.release()
+        raise
+    return run_dir, lock
+
+
+def _check_run_folder(run_dir: Path, resume: bool) -> None:
+    has_run = resolve_last(run_dir / "checkpoints") is not None
+    if has_run and not resume:
         raise RlmtlError(f"{run_dir}: already holds a training run; pass --resume to continue it or set name=<new name>")
-    return run_dir
+    if not has_run and run_dir.is_dir():
+        found = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+        if found:
+            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            raise RlmtlError(
+                f"{run_dir}: holds {shown} but no checkpoints/last, so it is no run rlmtl can continue, and rlmtl does not "
+                "write over files it cannot account for; remove the folder or set name=<new name>"
+            )
 
 
 def check_dataset_matches(config: RunConfig, attrs: dict[str, Any], path: Path, tasks: list[str], suite: Suite | None = None) -> None:

@@ -69,27 +69,31 @@ class Trainer:
         tasks = suite.select_tasks(config.env.tasks)
         data, self.meta = load_training_data(config, tasks, suite)
         with self.ranks.together("preparing the run folder", self.device):
-            self.run_dir = prepare_run_dir(config, resume, write=self.ranks.is_main)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.parts = build_parts(config, tasks, data, self.meta, self.ranks, self.device)
-        self.probe: AffinityProbe | None = None
-        if config.affinity.probe_every:
-            self.probe = AffinityProbe(len(tasks), config.affinity.divide_by_lr).to(self.device)
-            self.parts.before_update.append(ProbeAffinity(self.parts, self.probe, config.affinity.probe_every))
-        self.hooks: list[Hook] = [LogMetrics(progress), SaveCheckpoints()]
-        if config.train.eval_every:
-            self.hooks.append(EvaluatePeriodically(config.train.eval_every))
-        self.best_success: float | None = None
-        self.log: RunLog | None = None
-        self.last_checkpoint: Path | None = None
-        self.saved_step: int | None = None
-        self.end_step = config.train.steps
-        if resume:
-            self._resume()
-        if self.ranks.is_main:  # after the resume checks: a refused --resume leaves the run's config alone
-            write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        weighting_state = list(self.parts.weighting.state_dict().values())
-        self.ranks.broadcast_([*self.parts.agent.parameters(), *weighting_state])  # same start on every rank
+            self.run_dir, self.lock = prepare_run_dir(config, resume, write=self.ranks.is_main)
+        try:
+            self.ckpt_dir = self.run_dir / "checkpoints"
+            self.parts = build_parts(config, tasks, data, self.meta, self.ranks, self.device)
+            self.probe: AffinityProbe | None = None
+            if config.affinity.probe_every:
+                self.probe = AffinityProbe(len(tasks), config.affinity.divide_by_lr).to(self.device)
+                self.parts.before_update.append(ProbeAffinity(self.parts, self.probe, config.affinity.probe_every))
+            self.hooks: list[Hook] = [LogMetrics(progress), SaveCheckpoints()]
+            if config.train.eval_every:
+                self.hooks.append(EvaluatePeriodically(config.train.eval_every))
+            self.best_success: float | None = None
+            self.log: RunLog | None = None
+            self.last_checkpoint: Path | None = None
+            self.saved_step: int | None = None
+            self.end_step = config.train.steps
+            if resume:
+                self._resume()
+            if self.ranks.is_main:  # after the resume checks: a refused --resume leaves the run's config alone
+                write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+            weighting_state = list(self.parts.weighting.state_dict().values())
+            self.ranks.broadcast_([*self.parts.agent.parameters(), *weighting_state])  # same start on every rank
+        except BaseException:  # nothing of this run started: leave its folder unlocked
+            self.release()
+            raise
 
     @property
     def step(self) -> int:
@@ -101,7 +105,21 @@ class Trainer:
         return train_step(self.parts)
 
     def run(self) -> TrainResult:
-        """Train to `train.steps` (or `stop_after` more steps), calling the hooks after every step."""
+        """Train to `train.steps` (or `stop_after` more steps), calling the hooks after every step;
+        the run folder's lock is released at the end."""
+        try:
+            return self._run()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Release the run folder's lock (the trainer writes nothing after this)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _run(self) -> TrainResult:
+        if self.lock is not None and not self.lock.held:  # a second run() of this trainer
+            self.lock.acquire()
         self.end_step = self.config.train.steps if self.stop_after is None else min(self.config.train.steps, self.step + self.stop_after)
         self.last_checkpoint = resolve_last(self.ckpt_dir)
         self.log = RunLog(self.run_dir, self.step, self.meta["config"]) if self.ranks.is_main else None

@@ -6,10 +6,10 @@ step limit), so outcomes do not depend on the policy or on which process ran the
 
 Faults are read from the JSON file named by $RLMTL_TEST_FAULTS:
 `{"faults": [{"task": T, "seed": S, "mode": M, "times": N, "at": "reset"|"step"}],
-"marker_dir": D, "count_file": C, "step_sleep_s": X}`. The first N runs of (T, S) (counted with
+"marker_dir": D, "count_file": C, "step_sleep_s": X, "delete_at_reset": F}`. The first N runs of (T, S) (counted with
 marker files in D, so across processes) do M: `exit` (os._exit(1)), `segv` (a real segmentation
 fault), `hang` (sleep for an hour), `raise` (RuntimeError). Every reset appends a line
-"task seed" to C, so a test can count the episodes actually executed.
+"task seed" to C, so a test can count the episodes actually executed, and removes the file F.
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ class ToyEnv(TaskEnv):
         if settings.get("count_file"):
             with open(settings["count_file"], "a") as handle:
                 handle.write(f"{self.task} {self.seed_value}\n")
+        doomed = settings.get("delete_at_reset")  # a file removed under the evaluation (a pruned checkpoint)
+        if doomed:
+            Path(doomed).unlink(missing_ok=True)
         _maybe_fault(self.task, self.seed_value, "reset")
         state = np.random.default_rng(self.seed_value).standard_normal(4).astype(np.float32)
         return {"state": state}, {"scene": state}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_distributed import TASKS, write_config, write_tiny_dataset
+from synthetic_runs import TASKS, write_config, write_tiny_dataset
 
 from rlmtl.config import load_config
 from rlmtl.errors import RlmtlError

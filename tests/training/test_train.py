@@ -85,7 +85,7 @@ def test_affinity_probe_state_resumes_exactly(tiny):
 
 
 def test_resume_refuses_a_dataset_whose_content_changed_under_the_same_settings(tmp_path):
-    from test_distributed import write_config, write_tiny_dataset
+    from synthetic_runs import write_config, write_tiny_dataset
 
     write_tiny_dataset(tmp_path / "data.h5")
     config = load_config(write_config(tmp_path, "changed", "uniform", steps=4))
