@@ -272,7 +272,10 @@ def cmd_import_rlbench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rlmtl.report import write_report
 
-    print(write_report(Path(args.run)))
+    try:
+        print(write_report(Path(args.run)))
+    except OSError as error:  # a read-only run folder, a full disk
+        raise OutputError(f"{args.run}: cannot write report.md and plots/ ({error.strerror or error})") from None
     return 0
 
 

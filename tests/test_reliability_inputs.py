@@ -301,3 +301,38 @@ def test_corrupted_or_truncated_dataset_gives_a_dataset_error_naming_the_file(tm
         load_dataset(path, TASKS, ["state"], 4)
     except DatasetError as error:
         assert str(path) in str(error)
+
+
+@pytest.mark.parametrize("limit", [150, 2_000])
+def test_disk_full_during_evaluation_is_a_one_line_output_error(trained, tmp_path, limit):
+    _, run = trained
+    out = tmp_path / f"out{limit}"
+    out.mkdir()
+    done = rlmtl_limited(limit, "eval", str(run), "--episodes", "2", "--workers", "1", "--no-progress", "--video", "--out", str(out))
+    assert done.returncode == 4, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("rlmtl eval: error:") and str(out) in last and "Traceback" not in done.stderr
+
+
+def test_report_on_a_full_disk_is_a_one_line_output_error(trained, tmp_path):
+    _, run = trained
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["eval", str(run), "--episodes", "1", "--workers", "1", "--no-progress", "--out", str(out)]) == 0
+    done = rlmtl_limited(100, "report", str(out))
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("rlmtl report: error:") and "Traceback" not in done.stderr
+
+
+def test_dataset_statistics_of_the_wrong_shape_are_a_dataset_error(trained, tmp_path):
+    import h5py
+
+    config, run = trained
+    dataset = tmp_path / "ds.h5"
+    with h5py.File(dataset, "r+") as handle:
+        task = next(iter(handle["stats"]))
+        del handle[f"stats/{task}/state/mean"]
+        handle[f"stats/{task}/state/mean"] = np.zeros(3, np.float32)
+    dataset.write_bytes(b"\0" * 512 + dataset.read_bytes()[512:])  # unsealed: the reader reads it as is
+    with pytest.raises(DatasetError, match=rf"stats/{task}/state/mean: shape \(3,\)"):
+        load_dataset(dataset, [task], ["state"])

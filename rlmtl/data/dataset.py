@@ -321,6 +321,10 @@ def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: d
         if stats_path not in handle:
             raise DatasetError(f"{path}: missing statistics {stats_path!r}")
         stats[key] = {name: np.asarray(handle[f"{stats_path}/{name}"], dtype=np.float32) for name in ("mean", "std", "min", "max")}
+        width = actions[0].shape[1] if key == "actions" else int(np.prod(observations[key][0].shape[1:]))
+        for name, values in stats[key].items():
+            if values.shape != (width,) and values.reshape(-1).shape != (width,):
+                raise DatasetError(f"{path}:/{stats_path}/{name}: shape {values.shape} does not match the {width} values of {key!r}")
     return TaskData(
         observations={k: np.concatenate(v) for k, v in observations.items()},
         actions=np.concatenate(actions),

@@ -143,7 +143,10 @@ class EpisodeLog:
             raise OutputError(f"{self.path}: cannot append to the episodes log ({error.strerror or error})") from None
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:  # the failed write `append` already reported (every record is flushed when appended)
+            pass
 
     def __enter__(self) -> "EpisodeLog":
         return self
