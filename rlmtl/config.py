@@ -221,9 +221,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = safe_load_without_aliases(raw) if raw != "" else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from None
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({yaml_problem(error)})") from None
     return key.split("."), value
 
 
@@ -242,6 +242,34 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return merged
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: a few hundred bytes of nested aliases (a "billion laughs" file) expand
+    to gigabytes once the config is copied or checked; configs never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, f"alias *{event.anchor} (aliases are not accepted in configs)", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (line, column)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+
+
+def safe_load_without_aliases(text: str) -> Any:
+    """`yaml.safe_load` that refuses aliases (see `_NoAliasLoader`)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config file (or the defaults when `path` is None) and apply overrides."""
     data: dict[str, Any] = {}
@@ -251,10 +279,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         source = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is not a config (at most {MAX_CONFIG_BYTES})")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = safe_load_without_aliases(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+            raise ConfigError(f"{path}: not valid YAML ({yaml_problem(error)})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -304,6 +336,9 @@ def validate(config: RunConfig, source: str = "config") -> None:
     for key, value in non_negative.items():
         if not value >= 0:
             raise ConfigError(f"{source}: {key!r} must be >= 0, got {value}")
+    for key, (value, bound) in _upper_bounds(config).items():
+        if value > bound:
+            raise ConfigError(f"{source}: {key!r} must be <= {bound} (a larger value can exhaust memory), got {value}")
     if not config.train.lr > 0:
         raise ConfigError(f"{source}: 'train.lr' must be positive, got {config.train.lr}")
     if not config.data.max_attempts_per_demo >= 1:
@@ -324,6 +359,28 @@ def validate(config: RunConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}")
     check_weighting_name(config.weighting.name, source)
     config.weighting.params = weighting_params(config.weighting.name, config.weighting.params, source, "weighting.params")
+
+
+def _upper_bounds(config: RunConfig) -> dict[str, tuple[int, int]]:
+    """(value, bound) of every size that allocates memory in proportion to it (README: "Limits")."""
+    channels = max(config.agent.image_channels, default=0)
+    return {
+        "env.image_size": (config.env.image_size, 1024),
+        "env.max_episode_steps": (config.env.max_episode_steps, 100_000),
+        "data.demos_per_task": (config.data.demos_per_task, 100_000),
+        "data.workers": (config.data.workers, 1024),
+        "agent.hidden_dim": (config.agent.hidden_dim, 16_384),
+        "agent.num_layers": (config.agent.num_layers, 64),
+        "agent.head_hidden_dim": (config.agent.head_hidden_dim, 16_384),
+        "agent.image_channels": (channels, 4096),
+        "train.batch_per_task": (config.train.batch_per_task, 65_536),
+        "train.log_every": (config.train.log_every, 100_000),
+        "eval.episodes_per_task": (config.eval.episodes_per_task, 100_000),
+        "eval.workers": (config.eval.workers, 1024),
+        "eval.video_size": (config.eval.video_size, 2048),
+        "eval.video_episodes": (config.eval.video_episodes, 1000),
+        "affinity.max_groups": (config.affinity.max_groups, 16),
+    }
 
 
 def dataset_fingerprint(config: RunConfig) -> str:

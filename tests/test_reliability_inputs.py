@@ -336,3 +336,76 @@ def test_dataset_statistics_of_the_wrong_shape_are_a_dataset_error(trained, tmp_
     dataset.write_bytes(b"\0" * 512 + dataset.read_bytes()[512:])  # unsealed: the reader reads it as is
     with pytest.raises(DatasetError, match=rf"stats/{task}/state/mean: shape \(3,\)"):
         load_dataset(dataset, [task], ["state"])
+
+
+# ---- small inputs that would exhaust memory fail fast, with a message, under a 2 GiB limit ------
+
+MEMORY_LIMIT = 2 << 30
+
+
+def rlmtl_in_2gib(*args: str) -> subprocess.CompletedProcess:
+    """The real CLI in a process whose address space is limited to 2 GiB (RLIMIT_AS)."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "rlmtl", *args], capture_output=True, text=True, timeout=600, preexec_fn=apply, env=env)
+
+
+def one_line_error(done: subprocess.CompletedProcess, command: str) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"rlmtl {command}: error:"), done.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("agent.hidden_dim", 10**8), ("train.batch_per_task", 10**9), ("env.image_size", 10**6), ("train.log_every", 10**10)],
+)
+def test_sizes_that_would_exhaust_memory_are_config_errors(tmp_path, key, value):
+    fabricate_dataset(tmp_path / "ds.h5")
+    done = rlmtl_in_2gib("train", str(write_config(tmp_path)), f"{key}={value}", "--no-progress")
+    assert done.returncode == 2 and f"{key!r} must be <= " in one_line_error(done, "train")
+
+
+def test_a_yaml_alias_bomb_is_refused(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]  # 10^9 strings once expanded
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 1024
+    done = rlmtl_in_2gib("train", str(bomb), "train.steps=1", "--no-progress")  # overrides copy the whole mapping
+    assert done.returncode == 2 and "aliases are not accepted in configs" in one_line_error(done, "train")
+
+
+def test_a_dataset_declaring_gigabytes_it_does_not_store_is_refused(tmp_path):
+    import h5py
+
+    fabricate_dataset(tmp_path / "ds.h5")
+    with h5py.File(tmp_path / "ds.h5", "r+") as handle:
+        task = next(iter(handle["data"]))
+        demo = handle[f"data/{task}/demo_0"]
+        steps = demo["actions"].shape[0]
+        del demo["actions"]
+        demo.create_dataset("actions", shape=(steps, 4 * 10**8), dtype="float32", chunks=(1, 1024))  # 6+ GB, nothing stored
+    data = tmp_path / "ds.h5"
+    data.write_bytes(b"\0" * 512 + data.read_bytes()[512:])  # unsealed: read as is
+    assert data.stat().st_size < 1 << 20
+    done = rlmtl_in_2gib("train", str(write_config(tmp_path)), "--no-progress")
+    assert done.returncode == 2 and "declares" in one_line_error(done, "train") and "not a dataset rlmtl wrote" in done.stderr
+
+
+def test_a_checkpoint_declaring_gigabytes_it_does_not_hold_is_refused(trained, tmp_path):
+    import struct
+
+    _, run = trained
+    good = sorted((run / "checkpoints").glob("step_*.pt"))[-1].read_bytes()
+    central = good.index(b"PK\x01\x02")  # the first central-directory entry: uncompressed size at offset 24
+    crafted = good[: central + 24] + struct.pack("<I", 0xF0000000) + good[central + 28 :]
+    path = tmp_path / "crafted.pt"
+    path.write_bytes(crafted)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = rlmtl_in_2gib("eval", str(path), "--out", str(out), "--no-progress")
+    assert done.returncode == 3 and "declare" in one_line_error(done, "eval") and str(path) in done.stderr

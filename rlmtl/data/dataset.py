@@ -282,6 +282,23 @@ def load_dataset(path: str | Path, tasks: list[str], obs_keys: list[str], action
     return MultiTaskData(path=path, attrs=attrs, tasks=list(tasks), per_task=per_task)
 
 
+# a stored array may declare more bytes than it occupies only through compression; gzip of the
+# images rlmtl writes stays far below this ratio, a crafted file (a huge shape, nothing stored) does not
+MAX_EXPANSION = 1024
+SMALL_ARRAY_BYTES = 1 << 20
+
+
+def _check_declared_size(where: str, array: Any) -> None:
+    """DatasetError, before anything is allocated, for an array whose declared size is not backed by
+    the file (a few kilobytes can declare gigabytes: an unwritten chunked dataset reads as zeros)."""
+    declared = int(np.prod(array.shape, dtype=np.int64)) * array.dtype.itemsize
+    stored = array.id.get_storage_size()
+    if declared > SMALL_ARRAY_BYTES and declared > MAX_EXPANSION * stored:
+        raise DatasetError(
+            f"{where}/{array.name.rsplit('/', 1)[-1]}: declares {declared} bytes but stores {stored}: not a dataset rlmtl wrote"
+        )
+
+
 def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: dict[str, Any], action_dim: int | None) -> TaskData:
     if f"data/{task}" not in handle:
         raise DatasetError(f"{path}: no task {task!r} (dataset tasks: {', '.join(attrs['tasks'])})")
@@ -297,6 +314,7 @@ def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: d
         where = f"{path}:/data/{task}/{name}"
         if "actions" not in demo:
             raise DatasetError(f"{where}: missing 'actions'")
+        _check_declared_size(where, demo["actions"])
         demo_actions = np.asarray(demo["actions"], dtype=np.float32)
         if demo_actions.ndim != 2 or (action_dim is not None and demo_actions.shape[1] != action_dim):
             raise DatasetError(f"{where}/actions: shape {demo_actions.shape} does not match action dim {action_dim}")
@@ -307,6 +325,7 @@ def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: d
         for key in obs_keys:
             if f"obs/{key}" not in demo:
                 raise DatasetError(f"{where}: missing observation key {key!r} (keys: {', '.join(demo['obs'])})")
+            _check_declared_size(f"{where}/obs", demo[f"obs/{key}"])
             values = np.asarray(demo[f"obs/{key}"])
             expected = tuple(spec[key]["shape"]) if key in spec else None
             if values.shape[0] != demo_actions.shape[0] or (expected and values.shape[1:] != expected):

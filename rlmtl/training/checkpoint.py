@@ -9,6 +9,7 @@ been renamed into place, so a crash at any moment leaves a loadable `last`.
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -124,11 +125,27 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"{path}: no checkpoint found (expected a .pt file or a run folder with checkpoints/last)")
 
 
+def _check_declared_sizes(path: Path) -> None:
+    """CheckpointError, before torch allocates anything, when the archive's entries declare more
+    bytes than the file holds: `torch.save` writes stored (uncompressed) zip entries, and a few
+    kilobytes that claim gigabytes would otherwise be allocated as declared."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip archive: torch.load says what it is
+    size = path.stat().st_size
+    declared = sum(entry.file_size for entry in entries)
+    if declared > size or any(entry.compress_type != zipfile.ZIP_STORED for entry in entries):
+        raise CheckpointError(f"{path}: its entries declare {declared} bytes in a {size}-byte file: not a checkpoint torch.save wrote")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> CheckpointPayload:
     """Load with `weights_only=True` (no arbitrary code); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    _check_declared_sizes(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt zip, pickled globals refused by weights_only, ...
