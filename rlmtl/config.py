@@ -45,7 +45,7 @@ class EnvConfig:
     cameras: list[str] = _field([], "cameras to render as uint8 RGB (observation keys rgb_<camera>)")
     image_size: int = _field(64, "rendered image height and width in pixels")
     max_episode_steps: int = _field(0, "episode length; 0 = the suite's default")
-    # built at load into the options class of `backend` (see _env_options); None = its defaults
+    # built at load into the options class of `backend` (config_plugins.env_options); None = its defaults
     options: Any = _field(None, "options of the backend, a mapping (see `rlmtl config`: env.options.<key>)")
 
     def __post_init__(self) -> None:
@@ -362,7 +362,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
 
 
 def _upper_bounds(config: RunConfig) -> dict[str, tuple[int, int]]:
-    """(value, bound) of every size that allocates memory in proportion to it (README: "Limits")."""
+    """(value, bound) of every size that allocates memory in proportion to it (listed in the README's reliability table)."""
     channels = max(config.agent.image_channels, default=0)
     return {
         "env.image_size": (config.env.image_size, 1024),
@@ -414,7 +414,7 @@ def dataset_path(config: RunConfig) -> Path:
 
 
 def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every leaf field, for `--help-config`."""
+    """(dotted key, default, help) for every leaf field, for `rlmtl config`."""
     rows: list[tuple[str, str, str]] = []
     hints = typing.get_type_hints(cls)
     defaults = cls()

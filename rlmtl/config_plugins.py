@@ -56,15 +56,15 @@ def env_options(backend: str, given: Any, flat: dict[str, Any], source: str, pre
         raise ConfigError(f"{source}: {dotted!r} must be a mapping, got {given!r}")
     given = dict(given)
     for key, value in flat.items():
-        if key in names and key not in given:
+        if key in names:
+            if key in given:
+                raise ConfigError(f"{source}: '{prefix}{key}' and '{dotted}.{key}' are both given; keep '{dotted}.{key}'")
             given[key] = value
-        elif key not in names and value in _option_defaults(key):
             continue
-        elif key in names:
-            raise ConfigError(f"{source}: '{prefix}{key}' and '{dotted}.{key}' are both given; keep '{dotted}.{key}'")
-        else:
+        defaults = _option_defaults(key)
+        if value not in defaults:
             known = ", ".join(sorted(f"{prefix}{name}" for name in env_keys))
-            hint = f"; backend options go in {dotted!r} (options of backend {backend!r}: {listed})" if _option_defaults(key) else ""
+            hint = f"; backend options go in {dotted!r} (options of backend {backend!r}: {listed})" if defaults else ""
             raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {known}){hint}")
     hints = typing.get_type_hints(options_class)
     kwargs: dict[str, Any] = {}

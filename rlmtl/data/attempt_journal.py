@@ -29,6 +29,7 @@ class AttemptJournal:
         self.fingerprint = fingerprint
         self.task_index = task_index
         self._tasks = {index: task for task, index in task_index.items()}
+        self._stamped = False  # the fingerprint file exists (found by `load`, or written by the first `record`)
 
     def load(self) -> dict[Attempt, Episode | None]:
         """The attempts already finished (None for a failed one); {} for no journal or one of other settings."""
@@ -36,6 +37,7 @@ class AttemptJournal:
         if not stamp.is_file() or stamp.read_text(encoding="utf-8").strip() != self.fingerprint:
             self.remove()
             return {}
+        self._stamped = True
         done: dict[Attempt, Episode | None] = {}
         for path in self.folder.iterdir():
             key = self._key(path.stem)
@@ -51,9 +53,10 @@ class AttemptJournal:
 
     def record(self, task: str, attempt: int, episode: Episode | None) -> None:
         """Add one finished attempt (atomically: a kill never leaves half an entry)."""
-        if not (self.folder / "fingerprint").is_file():
+        if not self._stamped:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.folder / "fingerprint", self.fingerprint + "\n")
+            self._stamped = True
         name = f"t{self.task_index[task]:03d}-a{attempt:06d}"
         if episode is None:
             write_text_atomic(self.folder / f"{name}.failed", "")
@@ -66,6 +69,7 @@ class AttemptJournal:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._stamped = False
 
     def _key(self, stem: str) -> Attempt | None:
         try:

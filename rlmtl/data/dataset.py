@@ -115,8 +115,9 @@ def write_dataset(path: str | Path, attrs: dict[str, Any], records: Iterable[Tas
         raise OutputError(f"{path}: cannot write the dataset ({error}); the previous file is unchanged") from None
 
 
-def _body_digest(handle: Any) -> str:
-    handle.seek(_USERBLOCK)
+def _body_digest(handle: Any, start: int = _USERBLOCK) -> str:
+    """sha256 of the file from `start` on, read in 1 MiB blocks."""
+    handle.seek(start)
     digest = hashlib.sha256()
     for block in iter(lambda: handle.read(1 << 20), b""):
         digest.update(block)
@@ -154,8 +155,7 @@ def content_digest(path: str | Path) -> str:
         head = handle.read(_USERBLOCK)
         if head.startswith(_SEAL):
             return head[len(_SEAL) : len(_SEAL) + 64].decode("ascii", "replace")
-        handle.seek(0)
-        return hashlib.sha256(handle.read()).hexdigest()
+        return _body_digest(handle, start=0)
 
 
 def verify_seal(path: Path) -> None:

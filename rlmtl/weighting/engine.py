@@ -56,11 +56,6 @@ class Reducer(Protocol):
     def mean_in_place(self, tensors: Sequence[torch.Tensor]) -> None: ...
 
 
-def flatten_task_grads(grads: Sequence[torch.Tensor], num_tasks: int) -> torch.Tensor:
-    """Per-parameter [K, *shape] gradients -> one [K, P] matrix."""
-    return torch.cat([g.reshape(num_tasks, -1) for g in grads], dim=1)
-
-
 class MultiTaskBackward:
     """Drives one `Weighting` for one model.
 
