@@ -132,7 +132,8 @@ def test_sigkilled_evaluation_resumes_without_redoing_finished_episodes(plugin_e
 
 def test_episode_log_cuts_a_torn_tail_before_appending(tmp_path):
     path = tmp_path / "eval_episodes.jsonl"
-    record = {"checkpoint": "c", "settings": "s", "task": "a", "episode": 0, "scene_seed": 1, "success": True}
+    record = {"checkpoint": "c", "settings": "s", "task": "a", "episode": 0, "scene_seed": 1, "rlmtl": "v"}
+    record.update(success=True, steps=3, failure="", error="")
     path.write_bytes(json.dumps(record).encode() + b"\n" + b'{"checkpoint": "c", "sett')
     assert [r["episode"] for r in read_log(path)] == [0]
     with EpisodeLog(path) as log:

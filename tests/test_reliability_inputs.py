@@ -409,3 +409,46 @@ def test_a_checkpoint_declaring_gigabytes_it_does_not_hold_is_refused(trained, t
     out.mkdir()
     done = rlmtl_in_2gib("eval", str(path), "--out", str(out), "--no-progress")
     assert done.returncode == 3 and "declare" in one_line_error(done, "eval") and str(path) in done.stderr
+
+
+def test_a_sparse_episode_log_is_refused_on_resume(trained, tmp_path):
+    _, run = trained
+    out = tmp_path / "out"
+    out.mkdir()
+    log = out / "eval_episodes.jsonl"
+    log.write_bytes(b"")
+    os.truncate(log, 4 << 30)  # a few bytes on disk, 4 GiB to a reader that reads it whole
+    done = rlmtl_in_2gib("eval", str(run), "--episodes", "1", "--workers", "1", "--out", str(out), "--resume", "--no-progress")
+    assert done.returncode == 4 and f"{log}:1: a line of over" in one_line_error(done, "eval")
+
+
+def test_disk_full_in_the_tensorboard_writer_is_a_one_line_error(tmp_path):
+    fabricate_dataset(tmp_path / "ds.h5")
+    config = write_config(tmp_path, train={"steps": 400, "checkpoint_every": 400, "log_every": 1})
+    done = rlmtl_limited(3_000, "train", str(config), "--no-progress")  # the event file reaches the limit first
+    assert done.returncode == 4 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("rlmtl train: error:") and "/tb/events.out.tfevents." in last and "File too large" in last
+
+
+def test_a_tb_folder_the_user_cannot_write_is_a_one_line_error_on_resume(trained, tmp_path):
+    """A `tb/` the user cannot write into (e.g. left by root in a container). Root ignores
+    permissions, so as root the folder is made immutable (`chattr +i`), which stops root too."""
+    import shutil
+
+    config, run = trained
+    tb = run / "tb"
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(tb)], capture_output=True).returncode != 0:
+            pytest.skip("running as root on a file system without immutable folders")
+        refusal, undo = "Operation not permitted", ["chattr", "-i", str(tb)]
+    else:
+        tb.chmod(0o555)
+        refusal, undo = "Permission denied", ["chmod", "755", str(tb)]
+    try:
+        done = rlmtl_limited(1 << 40, "train", str(write_config(tmp_path, train={"steps": 6})), "--resume", "--no-progress")
+    finally:
+        subprocess.run(undo, check=True)
+    assert done.returncode == 4 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("rlmtl train: error:") and f"{tb}/events.out.tfevents." in last and refusal in last

@@ -207,7 +207,7 @@ def test_sigkill_inside_save_checkpoint_keeps_last_loadable(tmp_path, where):
     payload = load_checkpoint(resolve_checkpoint(tmp_path))
     assert payload["step"] == 2 and torch.equal(payload["model"]["w"], torch.full((256, 256), 2.0))
     names = sorted(p.name for p in folder.iterdir() if ".tmp-" not in p.name)
-    expected = ["last", "step_00000001.pt", "step_00000002.pt"] + (["step_00000003.pt"] if where == "pointer" else [])
+    expected = ["last", "step_00000001.pt", "step_00000002.pt"] + (["step_00000003.pt"] if where == "pointer" else []) + ["written.json"]
     assert names == expected
 
 

@@ -64,15 +64,39 @@ class EpisodeKey:
     rlmtl: str  # the version that ran it
 
 
+MAX_LINE_BYTES = 1 << 16
+"""Longest line a reader accepts (rlmtl writes about 300 bytes a record): a log is read a line at a
+time, so a huge or sparse file cannot make the reader allocate more than this."""
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "checkpoint": str,
+    "settings": str,
+    "task": str,
+    "episode": int,
+    "scene_seed": int,
+    "rlmtl": str,
+}
+_OUTCOME_TYPES: dict[str, type | tuple[type, ...]] = {"success": bool, "steps": int, "failure": str}
+
+
+def _checked(record: Any) -> dict[str, Any]:
+    """`record` if it has the fields and types rlmtl writes (an error record needs no outcome), else ValueError."""
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    needed = dict(_FIELD_TYPES)
+    if not record.get("error"):
+        needed.update(_OUTCOME_TYPES)
+    for name, kind in needed.items():
+        value = record.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"field {name!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    if not record.get("error") and record["steps"] < 0:
+        raise ValueError("field 'steps' is negative")
+    return record
+
+
 def _key_of(record: dict[str, Any]) -> EpisodeKey:
-    return EpisodeKey(
-        str(record["checkpoint"]),
-        str(record["settings"]),
-        str(record["task"]),
-        int(record["episode"]),
-        int(record["scene_seed"]),
-        str(record.get("rlmtl", "")),  # logs written before versions were recorded never match
-    )
+    return EpisodeKey(*(record[name] for name in _FIELD_TYPES))  # type: ignore[arg-type]
 
 
 def existing_logs(folder: Path | None) -> list[Path]:
@@ -80,24 +104,39 @@ def existing_logs(folder: Path | None) -> list[Path]:
     return sorted(folder.glob("eval_episodes*.jsonl")) if folder is not None and folder.is_dir() else []
 
 
+def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, line, whether it is the file's last line) for each line of `path`, read a
+    line at a time; OutputError naming the line for one longer than MAX_LINE_BYTES."""
+    with open(path, "rb") as handle:
+        number = 0
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        while line:
+            number += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise OutputError(f"{path}:{number}: a line of over {MAX_LINE_BYTES} bytes: not an episode log rlmtl wrote")
+            following = handle.readline(MAX_LINE_BYTES + 1)
+            yield number, line, not following
+            line = following
+
+
 def read_log(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of one log; a torn (unparseable) last line is skipped, others are warned about."""
+    """The well-formed records of one log; a torn (unparseable) last line is skipped, other bad
+    lines are warned about and skipped. OutputError for an unreadable file or an over-long line."""
     try:
-        lines = path.read_bytes().split(b"\n")
+        for number, line, is_last in _lines(path):
+            if not line.strip():
+                continue
+            try:
+                record = _checked(json.loads(line))
+            except (ValueError, RecursionError) as error:  # JSON errors are ValueErrors; deep nesting recurses
+                if not is_last:  # only the final line can be torn by a crash
+                    print(f"rlmtl eval: warning: {path}:{number}: unreadable line skipped ({error})", file=sys.stderr)
+                continue
+            yield record
     except FileNotFoundError:
         return
-    last = len(lines) - 1
-    for number, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            _key_of(record)
-        except (ValueError, KeyError, TypeError):
-            if number < last:  # only the final line can be torn by a crash
-                print(f"rlmtl eval: warning: {path}:{number + 1}: unreadable line skipped", file=sys.stderr)
-            continue
-        yield record
+    except OSError as error:
+        raise OutputError(f"{path}: cannot read the episodes log ({error.strerror or error})") from None
 
 
 def read_logs(folder: Path) -> dict[EpisodeKey, dict[str, Any]]:
@@ -127,11 +166,22 @@ class EpisodeLog:
         """Drop a last line without its newline (a write torn by a crash)."""
         if not self.path.is_file():
             return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "rb+") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
-                os.fsync(handle.fileno())
+        with open(self.path, "rb+") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            cut = end
+            while cut > 0:  # back to just after the last newline, a block at a time
+                start = max(0, cut - (1 << 16))
+                handle.seek(start)
+                block = handle.read(cut - start)
+                if cut == end and block.endswith(b"\n"):
+                    return
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    cut = start + newline + 1
+                    break
+                cut = start
+            handle.truncate(cut)
+            os.fsync(handle.fileno())
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as a line and make it durable before returning."""

@@ -3,11 +3,15 @@
 A run folder keeps `checkpoints/step_<N>.pt` (the newest `train.keep_checkpoints`),
 `checkpoints/best.pt` (highest evaluation success) and `checkpoints/last`, a one-line text file
 naming the newest complete checkpoint. The pointer is updated only after the checkpoint file has
-been renamed into place, so a crash at any moment leaves a loadable `last`.
+been renamed into place, so a crash at any moment leaves a loadable `last`. `checkpoints/written.json`
+lists the step checkpoints this run wrote, each with the size and modification time it had when
+written: pruning deletes only those, so a checkpoint copied in from elsewhere, or a listed one
+replaced since, is never deleted.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -19,6 +23,7 @@ from rlmtl.atomic import atomic_path, write_text_atomic
 from rlmtl.errors import CheckpointError, OutputError
 
 LAST_POINTER = "last"
+WRITTEN_MANIFEST = "written.json"
 STEP_NAME = re.compile(r"step_\d{8}\.pt")  # step_<N>.pt as the trainer names them
 POINTER_TARGET = re.compile(r"[\w.-]+\.pt")
 
@@ -85,16 +90,61 @@ def update_last_pointer(folder: Path, checkpoint: Path) -> None:
         ) from None
 
 
+def _file_identity(path: Path) -> list[int]:
+    """(size, modification time in ns): what a file rlmtl wrote still has unless someone replaced it."""
+    status = path.stat()
+    return [status.st_size, status.st_mtime_ns]
+
+
+def _read_manifest(folder: Path) -> dict[str, list[int]]:
+    """The step checkpoints the manifest lists (none when it is missing or unreadable: nothing is pruned then)."""
+    try:
+        listed = json.loads((folder / WRITTEN_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(listed, dict):
+        return {}
+    return {name: value for name, value in listed.items() if STEP_NAME.fullmatch(str(name)) and isinstance(value, list)}
+
+
+def _write_manifest(folder: Path, listed: dict[str, list[int]]) -> None:
+    path = folder / WRITTEN_MANIFEST
+    try:
+        write_text_atomic(path, json.dumps(listed, sort_keys=True, indent=1) + "\n")
+    except OSError as error:
+        raise OutputError(f"{path}: cannot record the checkpoints this run wrote ({error.strerror or error})") from None
+
+
+def record_written(folder: Path, checkpoint: Path) -> None:
+    """Add `checkpoint`, just written by this run, to the folder's manifest."""
+    listed = _read_manifest(folder)
+    listed[checkpoint.name] = _file_identity(checkpoint)
+    _write_manifest(folder, listed)
+
+
 def prune_checkpoints(folder: Path, keep: int) -> None:
-    """Delete all but the newest `keep` step checkpoints (never best.pt or the `last` target), and
-    temp files a crash left mid-write."""
+    """Delete all but the newest `keep` of the step checkpoints this run wrote (listed in its
+    manifest, unchanged since), never best.pt, the `last` target or a file rlmtl did not write;
+    and temp files a crash left mid-write."""
     last = resolve_last(folder)
-    for stale in [*folder.glob(".*.pt.tmp-*"), *folder.glob(f".{LAST_POINTER}.tmp-*")]:
+    for stale in [*folder.glob(".*.pt.tmp-*"), *folder.glob(f".{LAST_POINTER}.tmp-*"), *folder.glob(f".{WRITTEN_MANIFEST}.tmp-*")]:
         stale.unlink(missing_ok=True)  # left by a crash mid-write; the trainer (rank 0) is the only writer
-    steps = sorted(p for p in folder.glob("step_*.pt") if STEP_NAME.fullmatch(p.name))  # only names the trainer writes
-    for old in steps[: max(0, len(steps) - keep)]:
-        if old != last:
-            old.unlink(missing_ok=True)
+    listed = _read_manifest(folder)
+    ours = sorted(name for name, identity in listed.items() if (folder / name).is_file() and _file_identity(folder / name) == identity)
+    for name in ours[: max(0, len(ours) - keep)]:
+        if folder / name != last:
+            (folder / name).unlink(missing_ok=True)
+    remaining = {name: identity for name, identity in listed.items() if (folder / name).is_file()}
+    if remaining != listed:
+        _write_manifest(folder, remaining)
+
+
+def commit_checkpoint(folder: Path, checkpoint: Path, keep: int) -> None:
+    """After `checkpoint` is written into `folder`: list it as this run's, point `last` at it, and
+    keep the newest `keep` of this run's step checkpoints."""
+    record_written(folder, checkpoint)
+    update_last_pointer(folder, checkpoint)
+    prune_checkpoints(folder, keep)
 
 
 def resolve_last(folder: Path) -> Path | None:

@@ -32,11 +32,10 @@ from rlmtl.errors import CheckpointError, ConfigError
 from rlmtl.tag.probe import AffinityProbe
 from rlmtl.training.checkpoint import (
     CheckpointPayload,
+    commit_checkpoint,
     load_checkpoint,
-    prune_checkpoints,
     resolve_last,
     save_checkpoint,
-    update_last_pointer,
 )
 from rlmtl.training.hooks import EvaluatePeriodically, Hook, LogMetrics, ProbeAffinity, SaveCheckpoints
 from rlmtl.training.run_log import RunLog, truncate_metrics
@@ -123,16 +122,18 @@ class Trainer:
         self.end_step = self.config.train.steps if self.stop_after is None else min(self.config.train.steps, self.step + self.stop_after)
         self.last_checkpoint = resolve_last(self.ckpt_dir)
         self.log = RunLog(self.run_dir, self.step, self.meta["config"]) if self.ranks.is_main else None
-        for hook in self.hooks:
-            hook.on_start(self)
-        while self.step < self.end_step:
-            losses, weights = self.train_step()
+        try:
             for hook in self.hooks:
-                hook.after_step(self, losses, weights)
-        for hook in self.hooks:
-            hook.on_end(self)
-        if self.log is not None:
-            self.log.close()
+                hook.on_start(self)
+            while self.step < self.end_step:
+                losses, weights = self.train_step()
+                for hook in self.hooks:
+                    hook.after_step(self, losses, weights)
+            for hook in self.hooks:
+                hook.on_end(self)
+        finally:
+            if self.log is not None:
+                self.log.close()
         assert self.last_checkpoint is not None
         best = self.ckpt_dir / "best.pt"
         return TrainResult(self.run_dir, self.step, self.last_checkpoint, best if best.is_file() else None, self.best_success)
@@ -149,8 +150,7 @@ class Trainer:
         with self.ranks.together(f"writing {path}", self.device):
             if self.ranks.is_main:
                 save_checkpoint(path, self.payload())
-                update_last_pointer(self.ckpt_dir, path)
-                prune_checkpoints(self.ckpt_dir, max(1, self.config.train.keep_checkpoints))
+                commit_checkpoint(self.ckpt_dir, path, max(1, self.config.train.keep_checkpoints))
         self.last_checkpoint, self.saved_step = path, self.step
         return path
 

@@ -78,13 +78,12 @@ def _install(where: str, target: int) -> None:
 
 def write_checkpoints(folder: Path, count: int) -> None:
     """Save `count` checkpoints of a [256, 256] tensor as Trainer.save does: file, `last`, pruning."""
-    from rlmtl.training.checkpoint import prune_checkpoints, save_checkpoint, update_last_pointer
+    from rlmtl.training.checkpoint import commit_checkpoint, save_checkpoint
 
     for step in range(1, count + 1):
         payload = {"meta": {}, "step": step, "model": {"w": torch.full((256, 256), float(step))}}
         path = save_checkpoint(folder / f"step_{step:08d}.pt", payload)
-        update_last_pointer(folder, path)
-        prune_checkpoints(folder, keep=2)
+        commit_checkpoint(folder, path, keep=2)
 
 
 _setting = kill_setting()

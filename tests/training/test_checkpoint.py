@@ -5,12 +5,11 @@ import torch
 
 from rlmtl.errors import CheckpointError
 from rlmtl.training.checkpoint import (
+    commit_checkpoint,
     load_checkpoint,
-    prune_checkpoints,
     resolve_checkpoint,
     resolve_last,
     save_checkpoint,
-    update_last_pointer,
 )
 
 
@@ -25,13 +24,28 @@ def test_save_pointer_prune_and_resolve(tmp_path):
     folder = tmp_path / "checkpoints"
     for step in (1, 2, 3):
         path = save_checkpoint(folder / f"step_{step:08d}.pt", {"meta": {}, "model": {"w": torch.tensor([step])}})
-        update_last_pointer(folder, path)
-        prune_checkpoints(folder, keep=2)
+        commit_checkpoint(folder, path, keep=2)
     assert sorted(p.name for p in folder.glob("step_*.pt")) == ["step_00000002.pt", "step_00000003.pt"]
     assert resolve_last(folder).name == "step_00000003.pt"
     assert resolve_checkpoint(tmp_path) == folder / "step_00000003.pt"
     assert load_checkpoint(resolve_checkpoint(tmp_path))["model"]["w"].item() == 3
     assert not list(folder.glob(".*tmp*"))
+
+
+def test_pruning_deletes_only_checkpoints_this_run_wrote(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    foreign = folder / "step_00000000.pt"  # copied in from another run: the oldest name
+    torch.save({"meta": {}, "model": {}}, foreign)
+    written = []
+    for step in (1, 2, 3, 4):
+        path = save_checkpoint(folder / f"step_{step:08d}.pt", {"meta": {}, "model": {"w": torch.tensor([step])}})
+        written.append(path)
+        if step == 2:
+            torch.save({"meta": {}, "model": {"w": torch.tensor([-1, -1])}}, written[0])  # a listed file replaced since
+        commit_checkpoint(folder, path, keep=1)
+    assert sorted(p.name for p in folder.glob("step_*.pt")) == ["step_00000000.pt", "step_00000001.pt", "step_00000004.pt"]
+    assert load_checkpoint(written[0])["model"]["w"].tolist() == [-1, -1]
 
 
 def test_missing_and_corrupt_checkpoints(tmp_path):
