@@ -54,6 +54,9 @@ class GroupNorm(nn.GroupNorm):
         return normalised * self.weight.reshape(shape) + self.bias.reshape(shape)
 
 
+NORM_GROUPS = 8  # GroupNorm groups of every conv layer: channels must be a multiple of it
+
+
 @ENCODERS.register("cnn")
 class ConvEncoder(nn.Module):
     """A small CNN for one camera: stride-2 3x3 convs with GroupNorm, then a linear projection.
@@ -67,7 +70,7 @@ class ConvEncoder(nn.Module):
         in_channels = 3
         size = image_size
         for out_channels in channels:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), GroupNorm(8, out_channels), nn.ReLU()]
+            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), GroupNorm(NORM_GROUPS, out_channels), nn.ReLU()]
             in_channels = out_channels
             size = (size + 1) // 2
         self.conv = nn.Sequential(*layers)

@@ -1,12 +1,16 @@
 # rlmtl with the RLBench backend: CoppeliaSim 4.1.0 Edu, PyRep and RLBench pinned by commit, rendering under Xvfb.
-# The recipe follows shared/reference/rlbench.md Sec. 4 (RLBench/PyRep CI and allenai/vla-evaluation-harness PR #107):
+# Ubuntu 22.04 by default: every known working CoppeliaSim 4.1 recipe runs Ubuntu 20.04 or 22.04 (RLBench's and PyRep's
+# CI run ubuntu-20.04; allenai/vla-evaluation-harness's RLBench image is built on CUDA's ubuntu22.04), and the tarball
+# is CoppeliaSim's Ubuntu 20.04 build. Its python3 is 3.10, which rlmtl supports.
+# The recipe follows RLBench/PyRep CI and allenai/vla-evaluation-harness PR #107:
 # CoppeliaSim is unpacked before PyRep is built (PyRep links libcoppeliaSim and edits system/usrset.txt), Xvfb runs with
 # `+extension GLX +render`, QT_QPA_PLATFORM=xcb (`offscreen` renders all-black frames), tini reaps CoppeliaSim processes.
 #
 # Build (from the repository root):
 #   docker build -f docker/rlbench.Dockerfile -t rlmtl-rlbench .
-# The stages that need no CoppeliaSim can be built alone (`--target rlmtl-venv`). Build arguments:
-#   BASE_IMAGE        Debian bookworm based image with apt (default debian:bookworm-slim); its python3 (3.11) runs rlmtl.
+#   docker build -f docker/rlbench.Dockerfile --target test -t rlmtl-rlbench-test .   (adds the tests and the dev extra)
+# The stage that needs no CoppeliaSim can be built alone (`--target rlmtl-venv`). Build arguments:
+#   BASE_IMAGE        an Ubuntu 22.04 or 20.04 image with apt (default ubuntu:22.04); its python3 (>= 3.10) runs rlmtl.
 #   TORCH_WHEELS      folder in the context with wheels to install from (see docker/Dockerfile); PIP_NO_INDEX=1: offline.
 #   TORCH_INDEX, TORCH_SPEC   where torch comes from and which (default: PyTorch's CPU index, torch==2.13.0).
 #   COPPELIASIM_URL   the CoppeliaSim 4.1.0 Edu tarball (Ubuntu 20.04 build); COPPELIASIM_SHA256 checks it when set.
@@ -14,7 +18,8 @@
 # Run (the entrypoint starts Xvfb, then runs `rlmtl ARGS`; `rlbench-smoke` runs the smoke check):
 #   docker run --rm rlmtl-rlbench rlbench-smoke
 #   docker run --rm -v $PWD/data:/data rlmtl-rlbench collect /opt/rlmtl/configs/rlbench10.yaml data.cache_dir=/data
-ARG BASE_IMAGE=debian:bookworm-slim
+#   docker run --rm rlmtl-rlbench-test pytest -m rlbench -rs /opt/rlmtl/tests      (the integration tests)
+ARG BASE_IMAGE=ubuntu:22.04
 
 # ---- rlmtl-venv: /opt/rlmtl with rlmtl and its dependencies, from wheels only (no CoppeliaSim needed) ----------------
 FROM ${BASE_IMAGE} AS rlmtl-venv
@@ -52,7 +57,7 @@ RUN set -eu; \
     rm /tmp/coppeliasim.tar.xz; \
     test -f /opt/coppeliasim/libcoppeliaSim.so
 
-# ---- rlbench-venv: PyRep (built against CoppeliaSim) and RLBench added to the venv -------------------------------------
+# ---- rlbench-venv: PyRep (built against CoppeliaSim) and RLBench added to the venv by scripts/install_rlbench.sh -----
 FROM rlmtl-venv AS rlbench-venv
 ARG PYREP_COMMIT=8f420be8064b1970aae18a9cfbc978dfb15747ef
 ARG RLBENCH_COMMIT=02720bba4c73fe02eb75df946b8791b806028a9d
@@ -64,18 +69,12 @@ ENV COPPELIASIM_ROOT=/opt/coppeliasim \
     LD_LIBRARY_PATH=/opt/coppeliasim \
     QT_QPA_PLATFORM_PLUGIN_PATH=/opt/coppeliasim/platforms
 # PyRep's setup.py builds its cffi bindings against $COPPELIASIM_ROOT and appends allowOldEduRelease=7501 to
-# $COPPELIASIM_ROOT/system/usrset.txt, which is why the simulator is copied to the final stage from here.
-RUN set -eu; \
-    /opt/rlmtl/bin/pip install --no-cache-dir cffi; \
-    git clone https://github.com/stepjam/PyRep.git /tmp/PyRep; \
-    git -C /tmp/PyRep checkout --quiet "$PYREP_COMMIT"; \
-    /opt/rlmtl/bin/pip install --no-cache-dir --no-build-isolation /tmp/PyRep; \
-    /opt/rlmtl/bin/pip install --no-cache-dir natsort numpy Pillow pyquaternion scipy gymnasium; \
-    /opt/rlmtl/bin/pip install --no-cache-dir --no-deps "git+https://github.com/stepjam/RLBench.git@$RLBENCH_COMMIT"; \
-    rm -rf /tmp/PyRep
+# $COPPELIASIM_ROOT/system/usrset.txt (PyRep setup.py:24-35), which is why the simulator is copied on from here.
+COPY scripts/install_rlbench.sh /src/scripts/install_rlbench.sh
+RUN PYREP_COMMIT="$PYREP_COMMIT" RLBENCH_COMMIT="$RLBENCH_COMMIT" bash /src/scripts/install_rlbench.sh /opt/rlmtl/bin/python
 
-# ---- final: runtime libraries for CoppeliaSim's Qt/OpenGL under Xvfb, the venv, the simulator, a non-root user ---------
-FROM ${BASE_IMAGE}
+# ---- runtime: runtime libraries for CoppeliaSim's Qt/OpenGL under Xvfb, the venv, the simulator, a non-root user -------
+FROM ${BASE_IMAGE} AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 tini xvfb xauth libgl1 libglu1-mesa libgl1-mesa-dri libegl1 libglib2.0-0 libdbus-1-3 libfontconfig1 \
@@ -84,7 +83,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && useradd --create-home --uid 1000 --shell /usr/sbin/nologin rlmtl
 COPY --from=rlbench-venv /opt/rlmtl /opt/rlmtl
-COPY --from=rlbench-venv /opt/coppeliasim /opt/coppeliasim
+# CoppeliaSim writes into its own folder at run time (system/usrset.txt, settings): the runtime user owns it
+COPY --from=rlbench-venv --chown=rlmtl:rlmtl /opt/coppeliasim /opt/coppeliasim
 COPY configs /opt/rlmtl/configs
 COPY docker/rlbench-entrypoint.sh /usr/local/bin/rlbench-entrypoint.sh
 COPY scripts/rlbench_smoke.py /opt/rlmtl/scripts/rlbench_smoke.py
@@ -103,3 +103,16 @@ WORKDIR /home/rlmtl
 # tini -g: signals go to the whole process group, and orphaned CoppeliaSim processes are reaped
 ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/rlbench-entrypoint.sh"]
 CMD ["--help"]
+
+# ---- test: the runtime image plus the dev extra and the tests (`pytest -m rlbench -rs /opt/rlmtl/tests`) ---------------
+FROM runtime AS test
+USER root
+COPY tests /opt/rlmtl/tests
+COPY pyproject.toml /opt/rlmtl/pyproject.toml
+RUN /opt/rlmtl/bin/pip install --no-cache-dir "pytest>=7" "hypothesis>=6" \
+ && chown -R rlmtl:rlmtl /opt/rlmtl/tests
+USER rlmtl
+WORKDIR /opt/rlmtl
+
+# ---- the default target: the runtime image --------------------------------------------------------------------------
+FROM runtime

@@ -6,6 +6,30 @@ Backends register themselves in `BACKENDS`; importing this package registers the
 
 from rlmtl.envs import metaworld_backend as _metaworld_backend  # noqa: F401  (registers "metaworld")
 from rlmtl.envs import rlbench_backend as _rlbench_backend  # noqa: F401  (registers "rlbench"; RLBench itself loads lazily)
-from rlmtl.envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, NoOptions, Suite, TaskEnv, make_suite, scene_seed
+from rlmtl.envs.base import (
+    BACKENDS,
+    ArraySpec,
+    Backend,
+    EnvSettings,
+    NoOptions,
+    SceneResetError,
+    Suite,
+    TaskEnv,
+    make_suite,
+    scene_seed,
+)
+from rlmtl.envs.process_envs import ProcessEnvs
 
-__all__ = ["BACKENDS", "ArraySpec", "Backend", "EnvSettings", "NoOptions", "Suite", "TaskEnv", "make_suite", "scene_seed"]
+__all__ = [
+    "BACKENDS",
+    "ArraySpec",
+    "Backend",
+    "EnvSettings",
+    "NoOptions",
+    "ProcessEnvs",
+    "SceneResetError",
+    "Suite",
+    "TaskEnv",
+    "make_suite",
+    "scene_seed",
+]

@@ -94,6 +94,18 @@ class TaskEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
     render_mode = "rgb_array"
 
+    def switch_task(self, settings: "EnvSettings") -> bool:
+        """Make this env the env of `settings` (another task of the same suite, same cameras and
+        options) in place and return True, or return False when it cannot; then the caller closes
+        it and makes a new one. A simulator that allows one instance per process (RLBench) switches
+        tasks this way instead of starting a second instance."""
+        return False
+
+
+class SceneResetError(RuntimeError):
+    """The simulator could not build the scene of a seed (e.g. RLBench's TaskEnvironmentError
+    when objects cannot be placed): the episode or demo attempt ends in an error of this kind."""
+
 
 class Suite(abc.ABC):
     """A named set of tasks of one backend."""
@@ -104,6 +116,9 @@ class Suite(abc.ABC):
     max_episode_steps: int
     default_camera: str
     cameras: list[str]
+    # how many of this backend's simulators one process may hold at a time (None: no limit);
+    # `rlmtl.envs.process_envs.ProcessEnvs` keeps to it by switching tasks or closing envs
+    simulators_per_process: ClassVar[int | None] = None
 
     @abc.abstractmethod
     def observation_spec(self, cameras: list[str], image_size: int) -> dict[str, ArraySpec]:

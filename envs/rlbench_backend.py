@@ -11,14 +11,21 @@ Discrete; see envs/rlbench_actions.py), `variation` (the task variation; -1 draw
 from the scene seed) and `render_mode` (`opengl` or `opengl3`; data and evaluation must use the same).
 
 Episodes: `reset(seed=s)` seeds numpy's global generator, which RLBench draws the scene from, so a
-seed rebuilds the same scene. Success is reward >= 1. RLBench's InvalidActionError and PyRep's
-IKError and ConfigurationPathError (an unreachable or out-of-workspace target) end the episode as
-a failure, reported as `info["failure"] = "<error class name>"`. The simulator is shut down on
-`close()`, and by a finalizer if the env is dropped without it.
+seed rebuilds the same scene; a scene RLBench cannot build (its TaskEnvironmentError) is a
+`SceneResetError`, which the pool retries and then counts as an error. Success is reward >= 1.
+RLBench's InvalidActionError (a wrong action shape, a non-unit quaternion, a target outside the
+workspace, or no path: both end-effector arm modes turn PyRep's ConfigurationPathError and IKError
+into it) ends the episode as a failure, reported as `info["failure"] = "InvalidActionError"`.
+
+One simulator per process: each PyRep instance needs its own process (PyRep README.md:185-187),
+so the suite declares `simulators_per_process = 1` and an env switches tasks in place
+(`switch_task`: RLBench's `Environment.get_task` unloads the previous task, environment.py:141-151).
+The simulator is shut down on `close()`, and by a finalizer if the env is dropped without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import weakref
 from dataclasses import dataclass, field
@@ -27,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from rlmtl.envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, Suite, TaskEnv
+from rlmtl.envs.base import BACKENDS, ArraySpec, Backend, EnvSettings, SceneResetError, Suite, TaskEnv
 from rlmtl.envs.rlbench_actions import ACTION_DIM, ACTION_MODES, make_action_mode, to_rlbench_action
 from rlmtl.envs.rlbench_convert import PROPRIO_DIM, STATE_DIM, demo_episode, live_images, rlmtl_observation
 from rlmtl.envs.rlbench_format import CAMERAS, demo_to_data
@@ -49,11 +56,16 @@ KEYFRAME_HORIZON = 25  # next-best-pose steps per episode (PerAct's evaluation l
 JOINT_VELOCITY_HORIZON = 200
 RENDER_MODES = ("opengl", "opengl3")
 INSTALL_MESSAGE = (
-    "the rlbench backend needs CoppeliaSim 4.1.0, PyRep and RLBench (not pip-installable here): "
-    "build and use the image of docker/rlbench.Dockerfile (README section 'RLBench')"
+    "the rlbench backend needs CoppeliaSim 4.1.0, PyRep and RLBench (not on PyPI): build and use the image of "
+    "docker/rlbench.Dockerfile, or unpack CoppeliaSim and run COPPELIASIM_ROOT=<its folder> bash scripts/install_rlbench.sh "
+    "(README section 'RLBench')"
 )
-# the exceptions that end an episode as a failure of the policy (and are counted by kind)
-FAILURE_ERRORS = ("InvalidActionError", "IKError", "ConfigurationPathError")
+# the exceptions of `TaskEnvironment.step` that end an episode as a failure of the policy: RLBench
+# 02720bb raises InvalidActionError for an action of the wrong shape (arm_action_modes.py:18-22,
+# gripper_action_modes.py:9-13), a non-unit quaternion (arm_action_modes.py:25-27), a target outside
+# the workspace (:208-216), and in place of PyRep's ConfigurationPathError (planning, :268-272) and
+# IKError (IK mode, :326-330); neither PyRep error escapes `step`. Anything else is an error.
+FAILURE_ERRORS = ("InvalidActionError",)
 
 
 def task_class_name(task: str) -> str:
@@ -71,7 +83,7 @@ def load_api() -> SimpleNamespace:
         from rlbench.action_modes.action_mode import MoveArmThenGripper
         from rlbench.action_modes.arm_action_modes import EndEffectorPoseViaPlanning, JointVelocity
         from rlbench.action_modes.gripper_action_modes import Discrete
-        from rlbench.backend.exceptions import InvalidActionError
+        from rlbench.backend.exceptions import InvalidActionError, TaskEnvironmentError
         from rlbench.environment import Environment
         from rlbench.observation_config import CameraConfig, ObservationConfig
     except ImportError as error:
@@ -90,6 +102,7 @@ def load_api() -> SimpleNamespace:
         JointVelocity=JointVelocity,
         Discrete=Discrete,
         InvalidActionError=InvalidActionError,
+        TaskEnvironmentError=TaskEnvironmentError,
         IKError=IKError,
         ConfigurationPathError=ConfigurationPathError,
         task_class=task_class,
@@ -151,6 +164,13 @@ def observation_config(api: Any, settings: EnvSettings, render_mode: str) -> Any
     )
 
 
+def _same_generator_state(recorded: Any, expected: tuple) -> bool:
+    """Whether `recorded` is numpy's legacy generator state `expected` ('MT19937', keys, pos, has_gauss, cached)."""
+    if not isinstance(recorded, tuple) or len(recorded) != len(expected):
+        return False
+    return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(recorded, expected))
+
+
 def _shutdown(environment: Any) -> None:
     try:
         environment.shutdown()
@@ -171,6 +191,7 @@ class RLBenchTaskEnv(TaskEnv):
         default_horizon = KEYFRAME_HORIZON if self.action_mode == "keyframe" else JOINT_VELOCITY_HORIZON
         self.max_episode_steps = settings.max_episode_steps or default_horizon
         api = api if api is not None else load_api()
+        self._api = api
         self._failures = tuple(getattr(api, name) for name in FAILURE_ERRORS)
         self._environment = api.Environment(
             action_mode=make_action_mode(api, self.action_mode),
@@ -206,11 +227,24 @@ class RLBenchTaskEnv(TaskEnv):
         self._observation = rlmtl_observation(self._raw, self.settings.cameras)
         return self._observation
 
+    def switch_task(self, settings: EnvSettings) -> bool:
+        """Load `settings.task` into this env's running simulator (RLBench's `get_task` unloads the
+        current task first, environment.py:141-151); False unless only the task differs."""
+        if dataclasses.replace(settings, task=self.settings.task) != self.settings:
+            return False
+        self._task = self._environment.get_task(self._api.task_class(settings.task))
+        self.settings = settings
+        self._steps, self._raw, self._observation = 0, {}, {}
+        return True
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is None:
             raise ValueError("RLBenchTaskEnv.reset needs seed=<scene seed>; scenes are always seeded")
         self._seed_scene(seed)
-        descriptions, observation = self._task.reset()
+        try:
+            descriptions, observation = self._task.reset()
+        except self._api.TaskEnvironmentError as error:  # objects could not be placed (task_environment.py:75-86)
+            raise SceneResetError(f"{self.settings.task} scene {seed}: TaskEnvironmentError: {error}") from None
         self._steps = 0
         self._accept(observation)
         task_state = self._raw.get("task_low_dim_state")
@@ -241,13 +275,25 @@ class RLBenchTaskEnv(TaskEnv):
         return np.ascontiguousarray(frame, dtype=np.uint8)
 
     def live_demo(self, seed: int) -> Any | None:
-        """One demo from RLBench's motion planner in the scene of `seed` (`get_demos(1,
-        live_demos=True)`); None when RLBench gives up on it (after its own retries)."""
+        """One demo from RLBench's motion planner in the scene of `seed`, or None when that scene
+        gives none (a failed attempt: the collector moves on to the next scene seed).
+
+        `get_demos(1, live_demos=True, max_attempts=1)`: RLBench's own retries would draw the next
+        scene from wherever the global generator stands after the failed try
+        (task_environment.py:141-163, `random_seed = np.random.get_state()` per try), so a demo
+        after a retry is not the scene of `seed`. With one try the demo's `random_seed` must be the
+        state seeded here; it is checked. The `reset` in that loop is outside RLBench's `try`, so
+        its TaskEnvironmentError (a scene that cannot be placed) reaches here and is a failed attempt too."""
         self._seed_scene(seed)
+        seeded = np.random.get_state()
         try:
-            (demo,) = self._task.get_demos(1, live_demos=True)
-        except RuntimeError:  # "Could not collect demos" after max_attempts failed tries
+            (demo,) = self._task.get_demos(1, live_demos=True, max_attempts=1)
+        except RuntimeError:  # "Could not collect demos" (task_environment.py:160-162)
             return None
+        except self._api.TaskEnvironmentError:
+            return None
+        if not _same_generator_state(getattr(demo, "random_seed", None), seeded):
+            raise SceneResetError(f"{self.settings.task} scene {seed}: RLBench recorded a demo of another scene (its random_seed differs)")
         return demo
 
     def close(self) -> None:
@@ -258,6 +304,7 @@ class RLBenchSuite(Suite):
     """RLBench 10 tasks of Auto-Lambda (variation 0 by default)."""
 
     backend = "rlbench"
+    simulators_per_process = 1  # each PyRep instance needs its own process (PyRep README.md:185-187)
 
     def __init__(self, name: str, task_names: list[str], api_loader: Any = None) -> None:
         self.name = name

@@ -318,6 +318,11 @@ def validate(config: RunConfig, source: str = "config") -> None:
     for key, value in positive.items():
         if not value > 0:  # written so that NaN fails too
             raise ConfigError(f"{source}: {key!r} must be positive, got {value}")
+    from rlmtl.agents.encoders import NORM_GROUPS
+
+    odd = [c for c in config.agent.image_channels if not (c > 0 and c % NORM_GROUPS == 0)]
+    if odd:
+        raise ConfigError(f"{source}: 'agent.image_channels' must be positive multiples of {NORM_GROUPS} (GroupNorm groups), got {odd}")
     non_negative = {
         "env.max_episode_steps": config.env.max_episode_steps,
         "data.workers": config.data.workers,

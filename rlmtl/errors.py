@@ -7,7 +7,7 @@ Exit codes (the `rlmtl eval --help` epilog and the README list them too):
     3  checkpoint missing, corrupt or not matching its config (CheckpointError)
     4  output folder or report file cannot be written (OutputError)
     5  evaluation success below the bar set by --min-success / --min-task-success (SuccessBelowBar)
-    6  evaluation episodes that failed on every rerun (worker crash or hang; EpisodeErrors); results
+    6  evaluation episodes that failed on every rerun (worker crash or hang, or a simulator error such as a scene that cannot be built; EpisodeErrors); results
        are written, and this takes precedence over 5
 """
 
@@ -46,7 +46,7 @@ class OutputError(RlmtlError):
 
 
 class EpisodeErrors(RlmtlError):
-    """Some episodes failed on every rerun (worker crash or hang): results are written, but
+    """Some episodes failed on every rerun (worker crash or hang, or a simulator error): results are written, but
     their success rates cover fewer episodes than asked."""
 
     exit_code = EXIT_EPISODE_ERRORS

@@ -14,7 +14,10 @@ gives every spawn-started worker its own pipe and watches each one:
 - an `RlmtlError` raised by a job or by the worker initializer (a user error: a bad checkpoint,
   a missing expert) stops the pool and is raised in the parent.
 
-Results are yielded as they finish. Workers import the `RLMTL_PLUGINS` modules, use one torch
+Results are yielded as they finish. A free worker takes the next pending job of the `group` it
+ran last (its task), so it switches tasks as rarely as the order allows; a worker whose job raised
+is asked to exit and runs the pool's `finalizer` (shutting its simulators down) before it is
+replaced. Workers import the `RLMTL_PLUGINS` modules, use one torch
 thread each, and die with the parent: an idle worker sees its pipe close, and on Linux the kernel
 kills a busy one (PR_SET_PDEATHSIG) when the parent dies, even by SIGKILL.
 
@@ -65,6 +68,7 @@ class Job:
     fn: Callable[..., Any]
     args: tuple
     attempt: int = 1
+    group: Hashable = None  # a free worker takes the next job of the group it ran last, if any (e.g. its task)
 
 
 @dataclass
@@ -98,8 +102,22 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_main(conn: Connection, initializer: Callable[..., None] | None, initargs: tuple, parent: int) -> None:
-    """Worker loop: initializer, then `(job_id, fn, args)` messages until None or the pipe closes."""
+def _worker_main(
+    conn: Connection, initializer: Callable[..., None] | None, initargs: tuple, parent: int, finalizer: Callable[[], None] | None
+) -> None:
+    """Worker loop: initializer, then `(job_id, fn, args)` messages until None or the pipe closes;
+    then the finalizer (e.g. shutting the worker's simulators down)."""
+    try:
+        _serve(conn, initializer, initargs, parent)
+    finally:
+        if finalizer is not None:
+            try:
+                finalizer()
+            except Exception as error:  # noqa: BLE001  (the worker is leaving; say what failed, in one line)
+                print(f"rlmtl: worker {os.getpid()}: cleanup failed: {_describe(error)}", file=sys.stderr)
+
+
+def _serve(conn: Connection, initializer: Callable[..., None] | None, initargs: tuple, parent: int) -> None:
     _die_with_parent(parent)
     try:
         import torch
@@ -150,14 +168,19 @@ def _exit_description(code: int | None) -> str:
 class _Slot:
     """One worker process, its pipe, and the job it is running."""
 
-    def __init__(self, context: Any, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    def __init__(
+        self, context: Any, initializer: Callable[..., None] | None, initargs: tuple, finalizer: Callable[[], None] | None
+    ) -> None:
         parent_end, child_end = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(child_end, initializer, initargs, os.getpid()), daemon=True)
+        self.process = context.Process(
+            target=_worker_main, args=(child_end, initializer, initargs, os.getpid(), finalizer), daemon=True
+        )
         self.process.start()
         child_end.close()
         self.conn: Connection = parent_end
         self.ready = False
         self.job: Job | None = None
+        self.group: Hashable = None  # the group of the last job it ran
         self.since = time.monotonic()
 
     def kill(self) -> None:
@@ -178,6 +201,16 @@ class _Slot:
         self.kill()
 
 
+def _take(pending: "collections.deque[Job]", group: Hashable) -> Job:
+    """The first pending job of `group` (a worker stays on its task), else the first one."""
+    if group is not None:
+        for index, job in enumerate(pending):
+            if job.group == group:
+                del pending[index]
+                return job
+    return pending.popleft()
+
+
 class RobustPool:
     """`workers` spawn-started processes running `Job`s; see the module docstring.
 
@@ -192,12 +225,14 @@ class RobustPool:
         initargs: tuple = (),
         timeout_s: float = 0.0,
         max_retries: int = 2,
+        finalizer: Callable[[], None] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
         self.initializer = initializer
         self.initargs = initargs
+        self.finalizer = finalizer
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.restarts = 0
@@ -217,7 +252,7 @@ class RobustPool:
             slot.stop()
 
     def _start(self) -> _Slot:
-        return _Slot(self._context, self.initializer, self.initargs)
+        return _Slot(self._context, self.initializer, self.initargs, self.finalizer)
 
     def run(self, jobs: Iterable[Job]) -> Iterator[JobResult]:
         """Run every job; yields each result once, as soon as it is final."""
@@ -233,10 +268,10 @@ class RobustPool:
         while remaining:
             for slot in self._slots:
                 if slot.ready and slot.job is None and pending:
-                    job = pending.popleft()
+                    job = _take(pending, slot.group)
                     next_id += 1
                     running[next_id] = job
-                    slot.job, slot.since = job, time.monotonic()
+                    slot.job, slot.group, slot.since = job, job.group, time.monotonic()
                     slot.conn.send((next_id, job.fn, job.args))
             waits = [self._deadline(slot) for slot in self._slots]
             timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
@@ -249,7 +284,10 @@ class RobustPool:
                 if failure is None:
                     continue
                 # crashed, hung or raised: replace the worker, rerun or give up on its job
-                slot.kill()
+                if failure.startswith("raised"):
+                    slot.stop()  # alive and idle: it exits on its own, running its finalizer
+                else:
+                    slot.kill()
                 self.restarts += 1
                 job, slot.job = slot.job, None
                 if job is None:
@@ -257,7 +295,7 @@ class RobustPool:
                     if startup_failures > self.max_retries + self.workers:
                         raise RlmtlError(f"rollout workers keep failing to start ({failure})")
                 elif job.attempt <= self.max_retries:
-                    pending.appendleft(Job(job.key, job.fn, job.args, job.attempt + 1))
+                    pending.appendleft(Job(job.key, job.fn, job.args, job.attempt + 1, job.group))
                 else:
                     remaining -= 1
                     yield JobResult(job.key, None, failure, job.attempt)

@@ -259,7 +259,9 @@ def test_nan_and_inf_are_config_errors_naming_the_key(key, value):
         load_config(None, ["weighting.name=famo", f"{key}={value}"])
 
 
-@pytest.mark.parametrize(("key", "value"), [("train.weight_decay", -0.1), ("data.max_attempts_per_demo", 0.5)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("train.weight_decay", -0.1), ("data.max_attempts_per_demo", 0.5), ("agent.image_channels", "[8,4]")]
+)
 def test_ranges_of_keys_that_had_none(key, value):
     with pytest.raises(ConfigError, match=re.escape(repr(key))):
         load_config(None, [f"{key}={value}"])

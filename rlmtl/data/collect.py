@@ -26,23 +26,29 @@ from rlmtl.build import env_settings
 from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
 from rlmtl.data.attempt_journal import AttemptJournal
 from rlmtl.data.dataset import Episode, TaskRecord, check_replaceable, read_attrs, write_dataset
-from rlmtl.envs import EnvSettings, Suite, make_suite, scene_seed
+from rlmtl.envs import EnvSettings, ProcessEnvs, Suite, make_suite, scene_seed
 from rlmtl.errors import DatasetError, RlmtlError
 from rlmtl.evaluation.rollout import run_episode
 from rlmtl.folder_lock import FolderLock
 from rlmtl.pool import Job, RobustPool, resolve_workers
 
-_WORKER_CACHE: dict = {}
+_WORKER_ENVS = ProcessEnvs()  # a worker's envs, kept across attempts
+_WORKER_EXPERTS: dict = {}  # a worker's scripted experts by task settings
+
+
+def _close_collector() -> None:
+    """Worker exit: shut the worker's simulators down."""
+    _WORKER_ENVS.close()
 
 
 def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode | None:
     """Worker job: one expert episode; None when the expert failed. A suite without a scripted
     expert records the demo with its own demonstrator (`Suite.record_demo`, e.g. RLBench's
     `get_demos(live_demos=True)`)."""
-    if settings not in _WORKER_CACHE:
-        suite = make_suite(settings.backend, settings.suite)
-        _WORKER_CACHE[settings] = (suite, suite.make_env(settings), suite.make_expert(settings.task))
-    suite, env, expert = _WORKER_CACHE[settings]
+    suite, env = _WORKER_ENVS.get(settings)
+    if settings not in _WORKER_EXPERTS:
+        _WORKER_EXPERTS[settings] = suite.make_expert(settings.task)
+    expert = _WORKER_EXPERTS[settings]
     if expert is None:
         try:
             return suite.record_demo(env, seed, attempt)
@@ -110,7 +116,9 @@ def _collect_into(path: Path, config: RunConfig, suite: Suite, tasks: list[str],
     if finished:
         print(f"rlmtl collect: resuming from {len(finished)} finished attempts in {journal.folder}", file=sys.stderr)
     bar = tqdm(total=wanted * len(tasks), desc="collect", unit="demo", disable=not progress, file=sys.stderr)
-    pool = RobustPool(workers, timeout_s=config.data.attempt_timeout_s, max_retries=config.data.max_attempt_retries)
+    pool = RobustPool(
+        workers, timeout_s=config.data.attempt_timeout_s, max_retries=config.data.max_attempt_retries, finalizer=_close_collector
+    )
     with pool:
         while True:
             jobs, round_attempts = [], []
@@ -123,7 +131,7 @@ def _collect_into(path: Path, config: RunConfig, suite: Suite, tasks: list[str],
                     round_attempts.append((task, attempt))
                     if (task, attempt) not in finished:
                         seed = scene_seed("train", config.data.seed, suite.task_index(task), attempt)
-                        jobs.append(Job((task, attempt), _expert_episode, (settings[task], seed, attempt)))
+                        jobs.append(Job((task, attempt), _expert_episode, (settings[task], seed, attempt), group=task))
                 attempts[task] += count
             if not round_attempts:
                 break

@@ -1,15 +1,21 @@
 """Keyframes of a demonstration: the poses a next-best-pose agent must reach, in order.
 
-The rule (the one ARM, PerAct and RVT train with; PerAct `helpers/demo_loading_utils.py::keypoint_discovery`). Step t
-(0 < t < T - 1) of a demo of T steps is a keyframe when
+The rule is PerAct's `keypoint_discovery` with its `_is_stopped` (peract/peract 02fb876,
+`helpers/demo_loading_utils.py`:8-44), which ARM and RVT use too. For a demo of T steps, walking t = 0 .. T - 1:
 
-1. the gripper changes state: `gripper_open[t] != gripper_open[t - 1]` (a grasp or a release), or
-2. the arm comes to rest: every |joint velocity| at t is below `stopping_delta` (rad/s), the
-   gripper state is the same at t - 1, t and t + 1, and at least `stop_buffer` steps have passed
-   since the previous rest keyframe (one long pause gives one keyframe, not many).
+1. t is *stopped* when no rest keyframe was marked in the last `stop_buffer` steps, every |joint
+   velocity| at t is at most `stopping_delta` (`np.allclose(v, 0, atol=0.1)`: <=, not <), t < T - 2,
+   and the gripper state is the same at t - 2, t - 1, t and t + 1;
+2. t > 0 is a keyframe when the gripper state changes (`gripper_open[t] != gripper_open[t - 1]`),
+   when t is stopped, or at the last step T - 1;
+3. when the last two keyframes are adjacent steps, the penultimate one is dropped.
 
-The last step T - 1 is always a keyframe. When the last two keyframes are adjacent steps, the
-penultimate one is dropped (the arm decelerating into the final pose is not a separate goal).
+Step 0: PerAct evaluates rule 1 at t = 0 as well, reading t - 1 and t - 2 with Python's negative
+indices, i.e. the demo's last two steps. Step 0 is never a keyframe, but when it counts as stopped
+(at rest, and the gripper state of steps 0, 1, T - 1 and T - 2 equal) it starts the stop buffer,
+so the arm resting over steps 1..4 gives no keyframe there: an arm at rest at steps 0-1 of a
+20-step demo gives [19], not [1, 19]. Likewise at t = 1, t - 2 is the last step. `keyframe_indices`
+reproduces this exactly, wrap-around included, so that datasets match PerAct's and RVT's labels.
 
 `keyframe_targets` then pairs every step t with the action of the first keyframe after it: the
 gripper pose and gripper state that the agent must command next.
@@ -19,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-STOPPING_DELTA = 0.1
-STOP_BUFFER = 4
+STOPPING_DELTA = 0.1  # PerAct keypoint_discovery(stopping_delta=0.1)
+STOP_BUFFER = 4  # PerAct: `stopped_buffer = 4 if stopped else stopped_buffer - 1`
 
 
 def keyframe_indices(
@@ -29,14 +35,14 @@ def keyframe_indices(
     stopping_delta: float = STOPPING_DELTA,
     stop_buffer: int = STOP_BUFFER,
 ) -> list[int]:
-    """Keyframe steps of one demo.
+    """Keyframe steps of one demo, by PerAct's rule (module docstring).
 
     Args:
         gripper_open: [T] gripper state per step (1 open, 0 closed).
         joint_velocities: [T, J] arm joint velocities per step (rad/s).
 
     Returns:
-        Sorted step indices in [1, T - 1]; always ends with T - 1.
+        Sorted step indices in [1, T - 1]; ends with T - 1 (a one-step demo gives [0]).
     """
     gripper = np.asarray(gripper_open, dtype=np.float64).reshape(-1)
     velocities = np.asarray(joint_velocities, dtype=np.float64)
@@ -45,18 +51,23 @@ def keyframe_indices(
         raise ValueError("a demo needs at least one step")
     if velocities.ndim != 2 or velocities.shape[0] != length:
         raise ValueError(f"joint_velocities must be [T={length}, J], got shape {velocities.shape}")
+    if length == 1:
+        return [0]
+    at_rest = np.all(np.abs(velocities) <= stopping_delta, axis=1)
     keyframes: list[int] = []
-    last_rest = -stop_buffer - 1
-    for t in range(1, length - 1):
-        changed = gripper[t] != gripper[t - 1]
-        steady = gripper[t - 1] == gripper[t] == gripper[t + 1]
-        resting = steady and bool(np.all(np.abs(velocities[t]) < stopping_delta)) and t - last_rest > stop_buffer
-        if changed or resting:
+    buffer = 0
+    for t in range(length):
+        steady = (
+            t < length - 2
+            and gripper[t] == gripper[t + 1]
+            and gripper[t] == gripper[t - 1]  # t - 1 = -1 (the last step) at t = 0, as in PerAct
+            and gripper[t - 2] == gripper[t - 1]
+        )
+        stopped = buffer <= 0 and bool(at_rest[t]) and steady
+        buffer = stop_buffer if stopped else buffer - 1
+        if t != 0 and (gripper[t] != gripper[t - 1] or t == length - 1 or stopped):
             keyframes.append(t)
-        if resting:
-            last_rest = t
-    keyframes.append(length - 1)
-    if len(keyframes) >= 2 and keyframes[-2] == keyframes[-1] - 1:
+    if len(keyframes) > 1 and keyframes[-1] - 1 == keyframes[-2]:
         keyframes.pop(-2)
     return keyframes
 

@@ -27,7 +27,7 @@ from rlmtl import __version__
 from rlmtl.build import agent_from_checkpoint, env_settings
 from rlmtl.config import RunConfig, config_from_dict
 from rlmtl.distributed import Ranks
-from rlmtl.envs import EnvSettings, Suite, make_suite, scene_seed
+from rlmtl.envs import EnvSettings, ProcessEnvs, Suite, make_suite, scene_seed
 from rlmtl.errors import CheckpointError, OutputError, RlmtlError
 from rlmtl.evaluation.episode_log import (
     EpisodeKey,
@@ -55,17 +55,21 @@ def _init_evaluator(checkpoint: str) -> None:
     _WORKER["checkpoint"] = checkpoint
     _WORKER["meta"] = payload["meta"]
     _WORKER["agent"] = agent_from_checkpoint(payload)
-    _WORKER["envs"] = {}
+    _WORKER["envs"] = ProcessEnvs()
+
+
+def _close_evaluator() -> None:
+    """Worker exit: shut the worker's simulators down."""
+    envs = _WORKER.pop("envs", None)
+    if envs is not None:
+        envs.close()
 
 
 def _episode_job(settings: EnvSettings, task_index: int, seed: int, video: bool) -> EpisodeOutcome:
     """Worker job: one policy episode."""
-    envs = _WORKER["envs"]
-    if settings not in envs:
-        suite = make_suite(settings.backend, settings.suite)
-        envs[settings] = suite.make_env(settings)
+    _, env = _WORKER["envs"].get(settings)
     agent = _WORKER["agent"]
-    outcome, _ = run_episode(envs[settings], lambda obs: agent.act(obs, task_index), seed, video=video)
+    outcome, _ = run_episode(env, lambda obs: agent.act(obs, task_index), seed, video=video)
     return outcome
 
 
@@ -261,11 +265,12 @@ def _run_episodes(
     log = EpisodeLog(log_path) if log_path is not None else None
     bar = tqdm(total=len(jobs), desc="eval", unit="episode", disable=not progress, file=sys.stderr)
     workers = min(resolve_workers(s.workers), len(jobs))
-    pool = RobustPool(workers, _init_evaluator, (str(checkpoint),), s.episode_timeout_s, s.max_episode_retries)
+    pool = RobustPool(workers, _init_evaluator, (str(checkpoint),), s.episode_timeout_s, s.max_episode_retries, _close_evaluator)
     by_slot = {job.slot: job for job in jobs}
     try:
         with pool:
-            for result in pool.run(Job(job.slot, _episode_job, (job.settings, job.task_index, job.scene_seed, job.record)) for job in jobs):
+            arguments = ((job, (job.settings, job.task_index, job.scene_seed, job.record)) for job in jobs)
+            for result in pool.run(Job(job.slot, _episode_job, args, group=job.task_index) for job, args in arguments):
                 job = by_slot[cast(Slot, result.key)]
                 entry = _record_result(job, result, keys[job.slot], outcomes, errors, bar)
                 if log is not None:

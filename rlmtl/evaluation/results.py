@@ -61,7 +61,7 @@ class OverallResult(TypedDict):
 
 
 class EpisodeError(TypedDict):
-    """An episode that failed on every rerun (a worker crash or hang)."""
+    """An episode that failed on every rerun (a worker crash or hang, or a simulator error)."""
 
     scene_seed: int
     error: str
@@ -201,7 +201,7 @@ def episode_errors(result: EvalSummary) -> EpisodeErrors | None:
     count = result["overall"].get("errors", 0)
     if not count:
         return None
-    lines = [f"{count} episode{'s' if count != 1 else ''} failed on every rerun (worker crash or hang) and are NOT in the success rates:"]
+    lines = [f"{count} episode{'s' if count != 1 else ''} failed on every rerun (worker crash or hang, or simulator error) and are NOT in the success rates:"]
     for row in result["episodes"]:
         if "error" in row:
             lines.append(
@@ -229,7 +229,7 @@ def results_markdown(result: EvalSummary) -> str:
     if overall.get("errors"):
         lines += [
             "",
-            f"**{overall['errors']} episode(s) ended in an error (worker crash or hang on every rerun) and are not counted in the success rates.**",
+            f"**{overall['errors']} episode(s) ended in an error (worker crash, hang or simulator error on every rerun) and are not counted in the success rates.**",
         ]
         unrun = [task for task, row in result["per_task"].items() if not row["episodes"]]
         if unrun:

@@ -25,7 +25,9 @@ def test_a_long_pause_gives_one_keyframe_per_stop_buffer():
     gripper = np.ones(20)
     assert keyframe_indices(gripper, velocities, stop_buffer=4) == [3, 8, 13, 19]
     assert keyframe_indices(gripper, velocities, stop_buffer=100) == [3, 19]
-    assert keyframe_indices(gripper, velocities, stopping_delta=0.6) == [1, 6, 11, 16, 19]
+    # at rest everywhere: step 0 counts as stopped (it is never a keyframe) and starts the buffer
+    assert keyframe_indices(gripper, velocities, stopping_delta=0.6) == [5, 10, 15, 19]
+    assert keyframe_indices(gripper, velocities, stopping_delta=0.5) == [5, 10, 15, 19]  # |v| <= delta, as np.allclose
 
 
 def test_rest_next_to_a_gripper_change_is_not_a_rest_keyframe_and_adjacent_final_is_dropped():
@@ -38,8 +40,31 @@ def test_rest_next_to_a_gripper_change_is_not_a_rest_keyframe_and_adjacent_final
     assert keyframe_indices(np.ones(10), velocities) == [9]
 
 
+def test_peract_needs_the_gripper_unchanged_since_two_steps_before_a_rest():
+    """The issue's first case: the gripper closes at 10 with the arm at rest over 9-11. PerAct's
+    `_is_stopped` compares t - 2 with t - 1, so 11 is no rest keyframe (rlmtl used to give [10, 11, 19])."""
+    velocities = np.full((20, 7), 0.5)
+    velocities[9:12] = 0.0
+    gripper = np.where(np.arange(20) < 10, 1.0, 0.0)
+    assert keyframe_indices(gripper, velocities) == [10, 19]
+
+
+def test_peract_step_zero_rest_suppresses_early_rest_keyframes():
+    """The issue's second case: the arm at rest at steps 0-1. PerAct evaluates step 0 with t - 1 and
+    t - 2 wrapping to the last steps; step 0 counts as stopped and starts the stop buffer, so step 1
+    is no keyframe (rlmtl used to give [1, 19])."""
+    velocities = np.full((20, 7), 0.5)
+    velocities[0:2] = 0.0
+    assert keyframe_indices(np.ones(20), velocities) == [19]
+    velocities[2] = 0.0  # at rest over 0-2
+    assert keyframe_indices(np.ones(20), velocities) == [19]
+    gripper = np.ones(20)
+    gripper[-1] = 0.0  # the last step differs: through the wrap-around steps 0 and 1 are not steady, 2 is a rest keyframe
+    assert keyframe_indices(gripper, velocities) == [2, 19]
+
+
 def test_short_and_malformed_inputs():
-    assert keyframe_indices(np.ones(1), np.zeros((1, 7))) == [0]
+    assert keyframe_indices(np.ones(1), np.zeros((1, 7))) == [0]  # PerAct gives no keyframe; rlmtl keeps the only step
     assert keyframe_indices(np.ones(2), np.zeros((2, 7))) == [1]
     with pytest.raises(ValueError, match="joint_velocities must be"):
         keyframe_indices(np.ones(5), np.zeros((4, 7)))

@@ -4,14 +4,30 @@
 World: the gripper starts at START; `reset` draws a target from numpy's global generator (as
 RLBench places objects). Keyframe mode (EndEffectorPoseViaPlanning + Discrete) moves the gripper to
 the commanded pose; the task succeeds when the gripper is within 2 cm of the target and closed.
-Like RLBench, a non-unit quaternion raises InvalidActionError, and so does a target outside the
-workspace box; targets below the table (z < 0.75) raise IKError, targets with x < -0.3 raise
-ConfigurationPathError (a blocked path). `make_api()` returns the namespace that
-`rlmtl.envs.rlbench_backend.load_api` returns for the real thing.
+
+It fails where RLBench 02720bb / PyRep 8f420be fail, with their exception classes:
+- a second launched Environment in one process is refused (PyRep README.md:185-187: each PyRep
+  instance needs its own process; the real thing hangs or crashes), and so is launching one twice
+  (environment.py:98-99, "Already called launch!"); `get_task` unloads the previous task
+  (environment.py:141-151), whose TaskEnvironment then refuses to be used;
+- `step` splits the action as MoveArmThenGripper does (action_mode.py:37-42) and checks each part's
+  shape (arm (7,), gripper (1,): InvalidActionError, arm_action_modes.py:18-22,
+  gripper_action_modes.py:9-13); in planning mode a non-unit quaternion, a target outside the
+  workspace, below the table (z < 0.75) or behind an obstacle (x < -0.3) raise InvalidActionError
+  only (RLBench wraps PyRep's ConfigurationPathError, arm_action_modes.py:268-272); the gripper
+  value is not range-checked (RLBench's check `0.0 > a > 1.0` never holds, gripper_action_modes.py:61);
+- `reset` raises TaskEnvironmentError when the scene cannot be placed (task_environment.py:82-86),
+  here with probability `placement_failure_rate` drawn from the global generator;
+- live `get_demos` tries `max_attempts` times, each from the generator's current state, with the
+  `reset` outside its `try` (task_environment.py:141-163); the first `demo_failures` tries fail.
+Knobs for worker processes: RLBENCH_DOUBLE_DEMO_FAILURES, RLBENCH_DOUBLE_PLACEMENT_FAILURE_RATE, and
+RLBENCH_DOUBLE_LOG (a file each process appends its launches, task switches and shutdowns to).
+`make_api()` returns the namespace that `rlmtl.envs.rlbench_backend.load_api` returns for the real thing.
 """
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from types import SimpleNamespace
 from typing import Any, Callable, List
@@ -21,7 +37,8 @@ import numpy as np
 START = np.array([0.2, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
 TABLE_Z = 0.75
 WORKSPACE = (np.array([-1.0, -1.0, 0.5]), np.array([1.0, 1.0, 1.8]))
-CALLS: dict[str, int] = {"launch": 0, "shutdown": 0}
+CALLS: dict[str, int] = {"launch": 0, "shutdown": 0, "get_task": 0}
+LAUNCHED: list = []  # the Environments launched and not shut down in this process
 
 
 class InvalidActionError(Exception):
@@ -38,6 +55,19 @@ class IKError(Exception):
 
 class ConfigurationPathError(Exception):
     """pyrep.errors.ConfigurationPathError"""
+
+
+def _log(event: str) -> None:
+    """Append `<pid> <event>` to $RLBENCH_DOUBLE_LOG (how tests see what worker processes did)."""
+    path = os.environ.get("RLBENCH_DOUBLE_LOG")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(f"{os.getpid()} {event}\n")
+
+
+def _assert_action_shape(action: np.ndarray, expected_shape: tuple) -> None:
+    if np.shape(action) != expected_shape:
+        raise InvalidActionError(f"Expected the action shape to be: {expected_shape}, but was shape: {np.shape(action)}")
 
 
 class RenderMode(Enum):
@@ -157,8 +187,15 @@ class TaskEnvironment:
         self._task_class = task_class
         self._variation_number = 0
         self._reset_called = False
+        self._unloaded = False
         self.actions: list[np.ndarray] = []
-        self.fail_demos = False
+        self.demo_failures = int(os.environ.get("RLBENCH_DOUBLE_DEMO_FAILURES", "0"))
+        self.placement_failure_rate = float(os.environ.get("RLBENCH_DOUBLE_PLACEMENT_FAILURE_RATE", "0"))
+        self.demo_attempts = 0
+
+    def _check_loaded(self) -> None:
+        if self._unloaded or not self._environment._launched:
+            raise RuntimeError("this task is no longer in the scene (get_task loaded another one, or the simulator shut down)")
 
     def get_name(self) -> str:
         return self._task_class.name
@@ -176,6 +213,11 @@ class TaskEnvironment:
         return 3
 
     def reset(self, demo=None) -> (List[str], Observation):
+        self._check_loaded()
+        if self.placement_failure_rate > 0 and np.random.uniform() < self.placement_failure_rate:
+            raise TaskEnvironmentError(
+                f"Could not place the task {self.get_name()} in the scene. This should not happen, please raise an issues on this task."
+            )
         self.target = np.array([np.random.uniform(-0.2, 0.4), np.random.uniform(-0.3, 0.3), np.random.uniform(0.8, 1.1)])
         self.pose = START.copy()
         self.gripper_open = 1.0
@@ -218,27 +260,30 @@ class TaskEnvironment:
         return bool(np.linalg.norm(self.pose[:3] - self.target) < 0.02 and self.gripper_open == 0.0)
 
     def step(self, action) -> (Observation, int, bool):
+        self._check_loaded()
         if not self._reset_called:
             raise RuntimeError("Call 'reset' before calling 'step' on a task.")
-        action = np.asarray(action, dtype=np.float64)
-        self.actions.append(action.copy())
+        arm_action, gripper_action = np.array(action[:7]), np.array(action[7:])  # MoveArmThenGripper's split
+        _assert_action_shape(arm_action, (7,))
+        self.actions.append(np.asarray(action, dtype=np.float64).copy())
         arm = self._environment._action_mode.arm_action_mode
         if isinstance(arm, EndEffectorPoseViaPlanning):
-            if not np.isclose(np.linalg.norm(action[3:7]), 1.0):
+            if not np.isclose(np.linalg.norm(arm_action[3:]), 1.0):
                 raise InvalidActionError("Action contained non unit quaternion!")
-            if np.any(action[:3] < WORKSPACE[0]) or np.any(action[:3] > WORKSPACE[1]):
+            if not (np.all(arm_action[:3] >= WORKSPACE[0]) and np.all(arm_action[:3] <= WORKSPACE[1])):
                 raise InvalidActionError("A path could not be found because the target is outside of workspace.")
-            if action[2] < TABLE_Z:
-                raise IKError("IK failed")
-            if action[0] < -0.3:
-                raise ConfigurationPathError("no path")
-            self.velocities = (action[:7] - self.pose) * 0.1
-            self.pose = action[:7].copy()
+            if arm_action[2] < TABLE_Z or arm_action[0] < -0.3:
+                raise InvalidActionError(
+                    "A path could not be found. Most likely due to the target being inaccessible or a collison was detected."
+                )
+            self.velocities = (arm_action - self.pose) * 0.1
+            self.pose = arm_action.astype(np.float64).copy()
         else:
-            self.velocities = action[:7].copy()
-            self.joints = self.joints + 0.05 * action[:7]
-            self.pose = self.pose + np.concatenate([0.05 * action[:3], np.zeros(4)])
-        self.gripper_open = 1.0 if action[7] > 0.5 else 0.0
+            self.velocities = arm_action.astype(np.float64).copy()
+            self.joints = self.joints + 0.05 * self.velocities
+            self.pose = self.pose + np.concatenate([0.05 * self.velocities[:3], np.zeros(4)])
+        _assert_action_shape(gripper_action, (1,))
+        self.gripper_open = 1.0 if gripper_action[0] > 0.5 else 0.0
         success = self._success()
         return self.get_observation(), float(success), success
 
@@ -252,25 +297,42 @@ class TaskEnvironment:
         random_selection: bool = True,
         from_episode_number: int = 0,
     ) -> List[Demo]:
+        self._check_loaded()
         if not live_demos:
             raise RuntimeError("Can't ask for a stored demo when no dataset root provided.")
         demos = []
         for _ in range(amount):
-            if self.fail_demos:
+            attempts = max_attempts
+            while attempts > 0:
+                random_seed = np.random.get_state()
+                self.reset()  # outside the try, as in RLBench: a TaskEnvironmentError escapes
+                try:
+                    demo = self._planned_demo()
+                    demo.random_seed = random_seed
+                    demos.append(demo)
+                    break
+                except Exception:  # noqa: BLE001  (RLBench logs "Bad demo." and tries again)
+                    attempts -= 1
+            if attempts <= 0:
                 raise RuntimeError("Could not collect demos. Maybe a problem with the task?")
-            random_seed = np.random.get_state()
-            _, first = self.reset()
-            observations = [first]
-            start = self.pose.copy()
-            goal = np.concatenate([self.target, START[3:]])
-            for i in range(1, 6):  # move, then rest at the target
-                self.pose = start + (goal - start) * min(1.0, i / 4)
-                self.velocities = np.full(7, 0.5 if i < 5 else 0.0)
-                observations.append(self.get_observation())
-            self.gripper_open = 0.0  # grasp
-            observations.append(self.get_observation())
-            demos.append(Demo(observations, random_seed=random_seed, num_reset_attempts=1))
         return demos
+
+    def _planned_demo(self) -> Demo:
+        self.demo_attempts += 1
+        if self.demo_failures > 0:
+            self.demo_failures -= 1
+            np.random.uniform(size=3)  # the planner draws too before it gives up
+            raise RuntimeError("Demo was completed, but was not successful.")
+        observations = [self.get_observation()]
+        start = self.pose.copy()
+        goal = np.concatenate([self.target, START[3:]])
+        for i in range(1, 6):  # move, then rest at the target
+            self.pose = start + (goal - start) * min(1.0, i / 4)
+            self.velocities = np.full(7, 0.5 if i < 5 else 0.0)
+            observations.append(self.get_observation())
+        self.gripper_open = 0.0  # grasp
+        observations.append(self.get_observation())
+        return Demo(observations, num_reset_attempts=1)
 
     def reset_to_demo(self, demo: Demo) -> (List[str], Observation):
         np.random.set_state(demo.random_seed)
@@ -303,16 +365,32 @@ class Environment:
         self.task: TaskEnvironment | None = None
 
     def launch(self):
+        if self._launched:
+            raise RuntimeError("Already called launch!")
+        if LAUNCHED:
+            raise RuntimeError(
+                "a second PyRep instance in one process: each PyRep instance needs its own process (PyRep README); "
+                f"{len(LAUNCHED)} already running here"
+            )
         CALLS["launch"] += 1
         self._launched = True
+        LAUNCHED.append(self)
+        _log("launch")
 
     def shutdown(self):
-        CALLS["shutdown"] += 1
+        if self._launched:
+            CALLS["shutdown"] += 1
+            LAUNCHED.remove(self)
+            _log("shutdown")
         self._launched = False
 
     def get_task(self, task_class) -> TaskEnvironment:
         if not self._launched:
             self.launch()
+        CALLS["get_task"] += 1
+        _log(f"get_task {task_class.name}")
+        if self.task is not None:
+            self.task._unloaded = True  # the scene unloads the previous task
         self.task = TaskEnvironment(self, task_class)
         return self.task
 
@@ -340,6 +418,7 @@ def make_api(environments: list | None = None) -> SimpleNamespace:
         JointVelocity=JointVelocity,
         Discrete=Discrete,
         InvalidActionError=InvalidActionError,
+        TaskEnvironmentError=TaskEnvironmentError,
         IKError=IKError,
         ConfigurationPathError=ConfigurationPathError,
         task_class=lambda task: type(f"Task_{task}", (ReachTask,), {"name": task}),

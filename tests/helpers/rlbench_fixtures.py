@@ -130,7 +130,7 @@ EXPECTED_KEYFRAMES = [4, 7, 15]
 def trajectory(length: int = 16) -> dict[str, np.ndarray]:
     """A pick-like demo: move (steps 0-3), rest (4-5), close the gripper (7), move (8-14), end (15).
 
-    Keyframes by rlmtl's rule: 4 (the arm at rest; 5 is inside the stop buffer), 7 (the gripper
+    Keyframes by PerAct's rule: 4 (the arm at rest; 5 is inside the stop buffer), 7 (the gripper
     closes), 15 (last)."""
     assert length == 16
     t = np.arange(length)
