@@ -172,9 +172,7 @@ class _Slot:
         self, context: Any, initializer: Callable[..., None] | None, initargs: tuple, finalizer: Callable[[], None] | None
     ) -> None:
         parent_end, child_end = context.Pipe(duplex=True)
-        self.process = context.Process(
-            target=_worker_main, args=(child_end, initializer, initargs, os.getpid(), finalizer), daemon=True
-        )
+        self.process = context.Process(target=_worker_main, args=(child_end, initializer, initargs, os.getpid(), finalizer), daemon=True)
         self.process.start()
         child_end.close()
         self.conn: Connection = parent_end

@@ -201,7 +201,9 @@ def episode_errors(result: EvalSummary) -> EpisodeErrors | None:
     count = result["overall"].get("errors", 0)
     if not count:
         return None
-    lines = [f"{count} episode{'s' if count != 1 else ''} failed on every rerun (worker crash or hang, or simulator error) and are NOT in the success rates:"]
+    lines = [
+        f"{count} episode{'s' if count != 1 else ''} failed on every rerun (worker crash or hang, or simulator error) and are NOT in the success rates:"
+    ]
     for row in result["episodes"]:
         if "error" in row:
             lines.append(
