@@ -40,7 +40,7 @@ RUN set -eu; \
     /opt/rlmtl/bin/pip install --no-cache-dir --only-binary=:all: $links $torch_source "$TORCH_SPEC"; \
     /opt/rlmtl/bin/pip install --no-cache-dir --only-binary=:all: $links 'setuptools>=68' wheel; \
     /opt/rlmtl/bin/pip install --no-cache-dir --no-build-isolation --only-binary=:all: $links /src; \
-    /opt/rlmtl/bin/python -c "import rlmtl; from rlmtl.envs import make_suite; print('rlmtl', rlmtl.__version__, make_suite('rlbench', 'rlbench10').task_names[0])"
+    cd / && /opt/rlmtl/bin/python -c "import rlmtl; from rlmtl.envs import make_suite; print('rlmtl', rlmtl.__version__, make_suite('rlbench', 'rlbench10').task_names[0])"
 
 # ---- coppeliasim: the simulator, unpacked to /opt/coppeliasim -----------------------------------------------------------
 FROM ${BASE_IMAGE} AS coppeliasim

@@ -142,6 +142,11 @@ class Suite(abc.ABC):
         attempt failed. Suites with `make_expert` need not implement it."""
         raise NotImplementedError(f"suite {self.name!r} has neither a scripted expert nor a demo recorder")
 
+    def renderer(self, options: Any) -> str | None:
+        """The camera renderer that backend `options` select, recorded in datasets so that data and
+        evaluation can be compared (None: the backend has one renderer)."""
+        return None
+
     def select_tasks(self, requested: list[str]) -> list[str]:
         """`requested` validated against the suite (empty = every task, in the suite's order)."""
         for task in requested:

@@ -326,6 +326,9 @@ class RLBenchSuite(Suite):
     def action_spec(self) -> ArraySpec:
         return ArraySpec((ACTION_DIM,), "float32")
 
+    def renderer(self, options: Any) -> str | None:
+        return options.render_mode if isinstance(options, RLBenchOptions) else None
+
     def make_env(self, settings: EnvSettings) -> TaskEnv:
         self.task_index(settings.task)
         self.observation_spec(list(settings.cameras), settings.image_size)

@@ -213,15 +213,17 @@ def decode_mask(image: np.ndarray) -> np.ndarray:
     return packed[..., 0] + packed[..., 1] * 256 + packed[..., 2] * 65536
 
 
-def read_png(path: Path, size: int | None = None) -> np.ndarray:
-    """An RGB PNG as [H, W, 3] uint8, resized (nearest, as depth and masks must not blend) to size."""
+def read_png(path: Path, size: int | None = None, blend: bool = False) -> np.ndarray:
+    """An RGB PNG as [H, W, 3] uint8, resized to size: with `blend` (camera RGB) by PIL's default
+    filter, as RLBench's own loader does (`image.resize(size)`, rlbench/utils.py:314-317); without
+    (encoded depth, masks) nearest-neighbour, since blending the packed values would corrupt them."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
             if size is not None and image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.NEAREST)
+                image = image.resize((size, size)) if blend else image.resize((size, size), Image.Resampling.NEAREST)
             return np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError) as error:
         raise DatasetError(f"{path}: not a readable PNG ({error})") from None
@@ -331,7 +333,7 @@ def read_episode(
         for modality in modalities:
             folder = ref.path / f"{camera}_{modality}"
             frames = _frame_files(folder, length)
-            pixels = [read_png(path, image_size) for path in frames]
+            pixels = [read_png(path, image_size, blend=modality == "rgb") for path in frames]
             if modality == "rgb":
                 episode.images[f"{camera}_rgb"] = np.stack(pixels)
             elif modality == "mask":

@@ -265,7 +265,7 @@ def cmd_import_rlbench(args: argparse.Namespace) -> int:
     """RLBench dataset folder -> rlmtl dataset file (no simulator needed)."""
     from rlmtl.data.import_rlbench import import_rlbench
 
-    print(import_rlbench(args.path, _load(args), out=args.out, samples=args.samples, progress=not args.no_progress))
+    print(import_rlbench(args.path, _load(args), out=args.out, samples=args.samples, progress=not args.no_progress, renderer=args.renderer))
     return 0
 
 
@@ -449,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["all", "keyframes"],
         default="all",
         help="keyframe mode: train on every step (all) or on step 0 and each keyframe (keyframes)",
+    )
+    p.add_argument(
+        "--renderer",
+        choices=["opengl", "opengl3"],
+        default="opengl3",
+        help="the renderer the dataset generator ran with (its --renderer; default opengl3, the generator's default)",
     )
     p.set_defaults(func=cmd_import_rlbench)
 

@@ -68,6 +68,9 @@ class DataConfig:
         600.0, "seconds one expert episode may run before its worker is killed and the attempt rerun; 0 = no limit"
     )
     max_attempt_retries: int = _field(1, "reruns (same scene seed) of an attempt whose worker crashed or hung before it counts as failed")
+    memory_budget_gb: float = _field(
+        8.0, "observations larger than this (GiB, uncompressed) are not loaded whole: camera images are read from the file per batch"
+    )
 
 
 @dataclass
@@ -332,6 +335,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "affinity.probe_every": config.affinity.probe_every,
         "eval.workers": config.eval.workers,
         "data.attempt_timeout_s": config.data.attempt_timeout_s,
+        "data.memory_budget_gb": config.data.memory_budget_gb,
         "data.max_attempt_retries": config.data.max_attempt_retries,
         "eval.episode_timeout_s": config.eval.episode_timeout_s,
         "eval.max_episode_retries": config.eval.max_episode_retries,

@@ -62,9 +62,17 @@ def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode |
     return episode
 
 
-def dataset_attrs(config: RunConfig, suite: Any, tasks: list[str], obs_spec: dict[str, Any], seeds: dict[str, Any]) -> dict[str, Any]:
-    """The root attributes every rlmtl dataset carries (see rlmtl/data/dataset.py), for `config`."""
+def dataset_attrs(
+    config: RunConfig, suite: Any, tasks: list[str], obs_spec: dict[str, Any], seeds: dict[str, Any], renderer: str | None = None
+) -> dict[str, Any]:
+    """The root attributes every rlmtl dataset carries (see rlmtl/data/dataset.py), for `config`;
+    with cameras also `image_size`, and `renderer` (default: the one the config's options select)
+    where the backend has several."""
+    renderer = renderer if renderer is not None else suite.renderer(config.env.options)
+    images = {"image_size": config.env.image_size} if config.env.cameras else {}
     return {
+        **images,
+        **({"renderer": renderer} if renderer is not None else {}),
         "backend": config.env.backend,
         "suite": config.env.suite,
         "tasks": tasks,

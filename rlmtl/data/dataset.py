@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -88,31 +89,72 @@ def summary_stats(values: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def renderer_warning(path: str | Path, recorded: str | None, used: str | None, doing: str) -> str | None:
+    """A one-line warning when the dataset at `path` was rendered with `recorded` but `doing`
+    (training or evaluating) uses `used`; None when they agree or either is unknown."""
+    if not recorded or not used or recorded == used:
+        return None
+    return f"warning: {path} was rendered with {recorded!r} but {doing} uses {used!r}: the policy sees images of another renderer"
+
+
 def write_dataset(path: str | Path, attrs: dict[str, Any], records: Iterable[TaskRecord]) -> None:
     """Write the dataset atomically: a crash leaves the previous file (or none), never half a file.
-    A failed write (disk full) is an OutputError naming `path`; the previous file is unchanged."""
+    A failed write (disk full) is an OutputError naming `path`; the previous file is unchanged.
+
+    The file is written to a temporary file beside `path` one task at a time, so a dataset larger
+    than memory can be written (records may be a generator holding one task at a time). libhdf5
+    crashes (SIGSEGV) when a write fails with EFBIG/ENOSPC (measured; tests/test_reliability_inputs.py),
+    so before each task the room left (free disk space, and the process's file-size limit) is
+    checked against the task's uncompressed bytes, and a task that may not fit is an OutputError
+    before HDF5 writes any of it."""
     import h5py
 
-    # built in memory, then written by Python: libhdf5 crashes (SIGSEGV) when a write to disk
-    # fails with EFBIG/ENOSPC, while a Python write raises OSError (measured; tests/test_reliability_inputs.py)
-    with h5py.File(f"rlmtl-dataset-{id(records)}", "w", driver="core", backing_store=False, userblock_size=_USERBLOCK) as handle:
-        handle.attrs["format"] = FORMAT
-        handle.attrs["format_version"] = FORMAT_VERSION
-        handle.attrs["rlmtl_version"] = __version__
-        for key, value in attrs.items():
-            handle.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-        data, stats = handle.create_group("data"), handle.create_group("stats")
-        for record in records:
-            _write_task(data, stats, record)
-        handle.flush()
-        image = handle.id.get_file_image()
     try:
         with atomic_path(path) as tmp:
-            # the in-memory image starts at the HDF5 signature; the user block goes before it
-            tmp.write_bytes(bytes(_USERBLOCK) + image if image.startswith(b"\x89HDF") else image)
-            _seal(tmp)
+            with h5py.File(tmp, "w", userblock_size=_USERBLOCK) as handle:
+                handle.attrs["format"] = FORMAT
+                handle.attrs["format_version"] = FORMAT_VERSION
+                handle.attrs["rlmtl_version"] = __version__
+                for key, value in attrs.items():
+                    handle.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+                data, stats = handle.create_group("data"), handle.create_group("stats")
+                for record in records:
+                    handle.flush()
+                    _check_room(tmp, _record_bytes(record))
+                    _write_task(data, stats, record)
+            seal(tmp)
     except OSError as error:
         raise OutputError(f"{path}: cannot write the dataset ({error}); the previous file is unchanged") from None
+
+
+WRITE_MARGIN_BYTES = 16 << 20  # HDF5 metadata written with a task and at close, with room to spare
+
+
+def _record_bytes(record: TaskRecord) -> int:
+    """Uncompressed bytes of a task's arrays (gzip never makes rlmtl's arrays much larger)."""
+    total = 0
+    for episode in record.episodes:
+        total += sum(v.nbytes for v in episode.observations.values())
+        total += episode.actions.nbytes + episode.rewards.nbytes + episode.success.nbytes
+    return total
+
+
+def _check_room(tmp: Path, needed: int) -> None:
+    """OSError (ENOSPC) unless `needed` more bytes (plus a margin) fit on the disk of `tmp` and
+    under the process's file-size limit (RLIMIT_FSIZE)."""
+    import errno
+    import resource
+    import shutil
+
+    room = shutil.disk_usage(tmp.parent).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        room = min(room, limit - tmp.stat().st_size)
+    wanted = int(needed * 1.01) + WRITE_MARGIN_BYTES
+    if wanted > room:
+        raise OSError(
+            errno.ENOSPC, f"{wanted} bytes needed for the next task, {max(room, 0)} left on the disk or under the file-size limit"
+        )
 
 
 def _body_digest(handle: Any, start: int = _USERBLOCK) -> str:
@@ -124,7 +166,7 @@ def _body_digest(handle: Any, start: int = _USERBLOCK) -> str:
     return digest.hexdigest()
 
 
-def _seal(path: Path) -> None:
+def seal(path: Path) -> None:
     """Write the checksum of everything after the user block into the user block."""
     with open(path, "r+b") as handle:
         header = _SEAL + _body_digest(handle).encode()
@@ -158,8 +200,20 @@ def content_digest(path: str | Path) -> str:
         return _body_digest(handle, start=0)
 
 
+_VERIFIED: set[tuple[int, int, int, int]] = set()  # (device, inode, size, mtime_ns) of large files whose seal matched
+_REMEMBER_FROM_BYTES = 1 << 30
+
+
 def verify_seal(path: Path) -> None:
-    """DatasetError naming `path` when its checksum does not match (truncated or corrupt)."""
+    """DatasetError naming `path` when its checksum does not match (truncated or corrupt). A file
+    of 1 GiB or more verified once in this process is not hashed again while its inode, size and
+    mtime are unchanged (a 14 GB dataset takes tens of seconds to hash, and a run opens it several
+    times; rewriting a file that large cannot keep its mtime, which small files rewritten within
+    one clock tick can)."""
+    status = os.stat(path)
+    identity = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    if identity in _VERIFIED:
+        return
     with open(path, "rb") as handle:
         head = handle.read(_USERBLOCK)
         if not head.startswith(_SEAL):
@@ -167,6 +221,8 @@ def verify_seal(path: Path) -> None:
         expected = head[len(_SEAL) : len(_SEAL) + 64].decode("ascii", "replace")
         if _body_digest(handle) != expected:
             raise DatasetError(f"{path}: checksum mismatch: the file is truncated or corrupt (collect it again)")
+    if status.st_size >= _REMEMBER_FROM_BYTES:
+        _VERIFIED.add(identity)
 
 
 def _write_task(data: Any, stats: Any, record: TaskRecord) -> None:
@@ -183,7 +239,9 @@ def _write_task(data: Any, stats: Any, record: TaskRecord) -> None:
         demo.attrs.update(scene_seed=episode.scene_seed, attempt=episode.attempt, length=episode.length)
         obs = demo.create_group("obs")
         for key, values in episode.observations.items():
-            compression = {"compression": "gzip", "compression_opts": 4} if values.dtype == np.uint8 else {}
+            # images: gzip, one chunk per frame, so a streamed sample decompresses only its own frame
+            frame_chunks = {"chunks": (1, *values.shape[1:])} if values.ndim > 1 and values.shape[0] > 0 else {}
+            compression = {"compression": "gzip", "compression_opts": 4, **frame_chunks} if values.dtype == np.uint8 else {}
             obs.create_dataset(key, data=values, **compression)
         demo.create_dataset("actions", data=episode.actions.astype(np.float32))
         demo.create_dataset("rewards", data=episode.rewards.astype(np.float32))
@@ -203,12 +261,15 @@ def _write_task(data: Any, stats: Any, record: TaskRecord) -> None:
 
 @dataclass
 class TaskData:
-    """One task's demos flattened to step arrays, ready for sampling."""
+    """One task's demos flattened to step arrays, ready for sampling. Streamed keys (read from
+    the file per batch) are absent from `observations`; `demos` and `lengths` locate their rows."""
 
     observations: dict[str, np.ndarray]  # key -> [N, ...]
     actions: np.ndarray  # [N, A]
     stats: dict[str, dict[str, np.ndarray]]  # key -> {mean, std, min, max}
     num_demos: int
+    demos: list[str] = field(default_factory=list)  # HDF5 group of each demo, in row order
+    lengths: list[int] = field(default_factory=list)  # steps of each demo
 
 
 @dataclass
@@ -264,8 +325,12 @@ def _decode_attrs(path: Path, handle: Any) -> dict[str, Any]:
     return decoded
 
 
-def load_dataset(path: str | Path, tasks: list[str], obs_keys: list[str], action_dim: int | None = None) -> MultiTaskData:
-    """Read the demos of `tasks` with observation keys `obs_keys` into memory.
+def load_dataset(
+    path: str | Path, tasks: list[str], obs_keys: list[str], action_dim: int | None = None, stream_keys: Iterable[str] = ()
+) -> MultiTaskData:
+    """Read the demos of `tasks` with observation keys `obs_keys` into memory, except the
+    `stream_keys`, whose shapes are checked but whose values stay in the file (see
+    `rlmtl.data.streaming`).
 
     Every mismatch (missing task, key, statistic, wrong shapes, empty task) raises DatasetError
     naming the file and the HDF5 path.
@@ -274,9 +339,10 @@ def load_dataset(path: str | Path, tasks: list[str], obs_keys: list[str], action
 
     path = Path(path)
     attrs = read_attrs(path)
+    streamed = set(stream_keys)
     try:
         with h5py.File(path, "r") as handle:
-            per_task = [_read_task(path, handle, task, obs_keys, attrs, action_dim) for task in tasks]
+            per_task = [_read_task(path, handle, task, obs_keys, attrs, action_dim, streamed) for task in tasks]
     except _CORRUPT as error:
         raise DatasetError(f"{path}: corrupt HDF5 data ({type(error).__name__}: {error})") from None
     return MultiTaskData(path=path, attrs=attrs, tasks=list(tasks), per_task=per_task)
@@ -299,7 +365,29 @@ def _check_declared_size(where: str, array: Any) -> None:
         )
 
 
-def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: dict[str, Any], action_dim: int | None) -> TaskData:
+def observation_bytes(path: str | Path, tasks: list[str], obs_keys: list[str]) -> dict[str, int]:
+    """Uncompressed bytes of each observation key over the demos of `tasks`, from the file's
+    metadata (nothing is read); DatasetError naming the file when it is not readable."""
+    import h5py
+
+    totals = dict.fromkeys(obs_keys, 0)
+    try:
+        with h5py.File(path, "r") as handle:
+            for task in tasks:
+                group = handle.get(f"data/{task}")
+                for demo in group.values() if group is not None else ():
+                    for key in obs_keys:
+                        if f"obs/{key}" in demo:
+                            array = demo[f"obs/{key}"]
+                            totals[key] += int(np.prod(array.shape, dtype=np.int64)) * array.dtype.itemsize
+    except _CORRUPT as error:
+        raise DatasetError(f"{path}: corrupt HDF5 data ({type(error).__name__}: {error})") from None
+    return totals
+
+
+def _read_task(
+    path: Path, handle: Any, task: str, obs_keys: list[str], attrs: dict[str, Any], action_dim: int | None, streamed: set[str]
+) -> TaskData:
     if f"data/{task}" not in handle:
         raise DatasetError(f"{path}: no task {task!r} (dataset tasks: {', '.join(attrs['tasks'])})")
     group = handle[f"data/{task}"]
@@ -326,10 +414,14 @@ def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: d
             if f"obs/{key}" not in demo:
                 raise DatasetError(f"{where}: missing observation key {key!r} (keys: {', '.join(demo['obs'])})")
             _check_declared_size(f"{where}/obs", demo[f"obs/{key}"])
-            values = np.asarray(demo[f"obs/{key}"])
+            stored = demo[f"obs/{key}"]
+            # a streamed key: its shape is checked from the metadata (a view of one zero), its values stay in the file
+            values = np.broadcast_to(np.zeros((), stored.dtype), stored.shape) if key in streamed else np.asarray(stored)
             expected = tuple(spec[key]["shape"]) if key in spec else None
             if values.shape[0] != demo_actions.shape[0] or (expected and values.shape[1:] != expected):
                 raise DatasetError(f"{where}/obs/{key}: shape {values.shape} does not match {expected} x {demo_actions.shape[0]} steps")
+            if key in streamed:
+                continue
             if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
                 raise DatasetError(f"{where}/obs/{key}: holds NaN or inf")
             observations[key].append(values)
@@ -345,8 +437,10 @@ def _read_task(path: Path, handle: Any, task: str, obs_keys: list[str], attrs: d
             if values.shape != (width,) and values.reshape(-1).shape != (width,):
                 raise DatasetError(f"{path}:/{stats_path}/{name}: shape {values.shape} does not match the {width} values of {key!r}")
     return TaskData(
-        observations={k: np.concatenate(v) for k, v in observations.items()},
+        observations={k: np.concatenate(v) for k, v in observations.items() if k not in streamed},
         actions=np.concatenate(actions),
         stats=stats,
         num_demos=len(demo_names),
+        demos=[f"data/{task}/{name}" for name in demo_names],
+        lengths=[int(a.shape[0]) for a in actions],
     )

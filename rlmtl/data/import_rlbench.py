@@ -7,7 +7,10 @@ The config says which tasks (`env.tasks`), cameras and image size, which variati
 by episode number) and the action space (`env.options.action_mode`). Only the configured cameras' RGB frames
 are read. The file is written to `data.path` (or the cache path the config names), with the
 config's dataset fingerprint, so `rlmtl train CONFIG` / `rlmtl run CONFIG` use it as is and never
-need the simulator.
+need the simulator. `renderer` (`--renderer`) is the renderer the generator ran with, recorded in the
+dataset (default `opengl3`, the default of RLBench's dataset generator and of its `CameraConfig`);
+training and evaluation warn when the config's `env.options.render_mode` differs. A folder under
+PATH that is not a task of the suite is named in a warning and skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from rlmtl.config import RunConfig, dataset_path
 from rlmtl.data.collect import dataset_attrs
 from rlmtl.data.dataset import Episode, TaskRecord, check_replaceable, write_dataset
 from rlmtl.envs import make_suite
-from rlmtl.envs.rlbench_backend import RLBenchOptions
+from rlmtl.envs.rlbench_backend import RENDER_MODES, RLBenchOptions
 from rlmtl.envs.rlbench_convert import demo_episode
 from rlmtl.envs.rlbench_format import EpisodeRef, episode_variation, find_episodes, load_demo, read_episode
 from rlmtl.errors import ConfigError, DatasetError
@@ -43,18 +46,32 @@ def convert_episode(
     )
 
 
-def import_rlbench(root: str | Path, config: RunConfig, out: str | Path | None = None, samples: str = "all", progress: bool = True) -> Path:
+GENERATOR_RENDERER = "opengl3"  # RLBench dataset_generator.py:288 --renderer default; observation_config.py:14 CameraConfig
+
+
+def import_rlbench(
+    root: str | Path,
+    config: RunConfig,
+    out: str | Path | None = None,
+    samples: str = "all",
+    progress: bool = True,
+    renderer: str = GENERATOR_RENDERER,
+) -> Path:
     """Convert the RLBench dataset under `root` as `config` describes; returns the written file."""
     root = Path(root)
     if config.env.backend != "rlbench":
         raise ConfigError(f"import-rlbench: env.backend is {config.env.backend!r}; use an RLBench config (e.g. configs/rlbench10.yaml)")
     if samples not in ("all", "keyframes"):
         raise ConfigError(f"import-rlbench: --samples must be all or keyframes, got {samples!r}")
+    if renderer not in RENDER_MODES:
+        raise ConfigError(f"import-rlbench: --renderer must be one of {', '.join(RENDER_MODES)}, got {renderer!r}")
     options: RLBenchOptions = config.env.options
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder (expected the --save_path of RLBench's dataset generator)")
     suite = make_suite(config.env.backend, config.env.suite)
     tasks = suite.select_tasks(config.env.tasks)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in suite.task_names):
+        print(f"rlmtl import-rlbench: warning: {folder}: not a task of {suite.name}; skipped", file=sys.stderr)
     cameras = tuple(config.env.cameras)
     obs_spec = suite.observation_spec(list(cameras), config.env.image_size)
     path = Path(out) if out else dataset_path(config)
@@ -93,7 +110,7 @@ def import_rlbench(root: str | Path, config: RunConfig, out: str | Path | None =
 
     seeds = {"split": "train", "source": "rlbench dataset", "scene_seed": "episode number in the RLBench folder"}
     attrs = {
-        **dataset_attrs(config, suite, tasks, obs_spec, seeds),
+        **dataset_attrs(config, suite, tasks, obs_spec, seeds, renderer=renderer),
         "rlbench": {
             "root": str(root.resolve()),
             "action_mode": options.action_mode,

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from rlmtl import __version__
 from rlmtl.build import agent_from_checkpoint, env_settings
 from rlmtl.config import RunConfig, config_from_dict
+from rlmtl.data.dataset import renderer_warning
 from rlmtl.distributed import Ranks
 from rlmtl.envs import EnvSettings, ProcessEnvs, Suite, make_suite, scene_seed
 from rlmtl.errors import CheckpointError, OutputError, RlmtlError
@@ -126,6 +127,12 @@ def _evaluate(path: Path, pinned: Path, s: EvalSettings, out: Path | None, rank:
     tasks: list[str] = payload["meta"]["tasks"]
     suite = make_suite(config.env.backend, config.env.suite)
     _check_shapes(path, payload["meta"], config, suite)
+    dataset = payload["meta"].get("dataset", {})
+    warning = renderer_warning(
+        dataset.get("path", "the training data"), dataset.get("renderer"), suite.renderer(config.env.options), "evaluation"
+    )
+    if warning and rank == 0:
+        print(f"rlmtl eval: {warning}", file=sys.stderr)
     jobs = _build_jobs(config, suite, tasks, s, video)
     identity = file_digest(pinned)
     keys = {

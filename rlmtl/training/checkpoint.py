@@ -34,6 +34,7 @@ class DatasetRef(TypedDict, total=False):
     path: str
     fingerprint: str
     sha256: str  # `data.dataset.content_digest`: a resumed run must read the same bytes
+    renderer: str  # the camera renderer the dataset was made with, where the backend has several
 
 
 class CheckpointMeta(TypedDict, total=False):

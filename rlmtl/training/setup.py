@@ -3,6 +3,7 @@ the weighting and its engine, the samplers. Nothing here trains."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import torch
 from rlmtl.atomic import write_text_atomic
 from rlmtl.build import agent_meta, build_agent
 from rlmtl.config import RunConfig, dataset_path
-from rlmtl.data.dataset import MultiTaskData, content_digest, load_dataset, read_attrs
-from rlmtl.data.sampler import TaskBalancedSampler
+from rlmtl.data.dataset import MultiTaskData, content_digest, load_dataset, observation_bytes, read_attrs, renderer_warning
+from rlmtl.data.sampler import FlatData, TaskBalancedSampler
+from rlmtl.data.streaming import StreamingSampler, keys_to_stream
 from rlmtl.distributed import Ranks
 from rlmtl.envs import Suite
 from rlmtl.errors import ConfigError, DatasetError, RlmtlError
@@ -88,15 +90,38 @@ def check_dataset_matches(config: RunConfig, attrs: dict[str, Any], path: Path, 
         raise DatasetError(f"{path}: actions have shape {action} but {config.env.suite} takes {tuple(suite.action_spec().shape)}")
 
 
+def streamed_keys(config: RunConfig, path: Path, attrs: dict[str, Any], tasks: list[str]) -> list[str]:
+    """The camera keys read from the file per batch: none unless the observations the run reads
+    exceed `data.memory_budget_gb` (uncompressed, from the file's metadata)."""
+    sizes = observation_bytes(path, tasks, config.agent.obs_keys)
+    total = sum(sizes.values())
+    if total <= config.data.memory_budget_gb * 2**30:
+        return []
+    keys = keys_to_stream(attrs["observation_spec"], config.agent.obs_keys)
+    if keys:
+        print(
+            f"rlmtl: {path}: {total / 2**30:.1f} GiB of observations > data.memory_budget_gb={config.data.memory_budget_gb:g}: "
+            f"reading {', '.join(keys)} from the file per batch",
+            file=sys.stderr,
+        )
+    return keys
+
+
 def load_training_data(config: RunConfig, tasks: list[str], suite: Suite) -> tuple[MultiTaskData, CheckpointMeta]:
     """The run's dataset, checked against the config and the suite, and the checkpoint metadata."""
     path = dataset_path(config)
     attrs = read_attrs(path)
     check_dataset_matches(config, attrs, path, tasks, suite)
     action_dim = attrs["action_spec"]["shape"][0]
-    data = load_dataset(path, tasks, config.agent.obs_keys, action_dim)
+    streamed = streamed_keys(config, path, attrs, tasks)
+    data = load_dataset(path, tasks, config.agent.obs_keys, action_dim, stream_keys=streamed)
     meta = agent_meta(config, tasks, attrs["observation_spec"], action_dim)
     meta["dataset"] = {"path": str(path), "fingerprint": attrs.get("fingerprint", ""), "sha256": content_digest(path)}
+    if attrs.get("renderer"):
+        meta["dataset"]["renderer"] = str(attrs["renderer"])
+    warning = renderer_warning(path, attrs.get("renderer"), suite.renderer(config.env.options), "training (env.options.render_mode)")
+    if warning:
+        print(f"rlmtl train: {warning}", file=sys.stderr)
     return data, meta
 
 
@@ -123,10 +148,16 @@ def build_parts(
         raise ConfigError(f"weighting {config.weighting.name!r}: {error}") from None
     if cfg.batch_per_task % ranks.world_size:
         raise ConfigError(f"train.batch_per_task={cfg.batch_per_task} is not divisible by the {ranks.world_size} ranks")
-    keys, rank, world = config.agent.obs_keys, ranks.rank, ranks.world_size
-    sampler = TaskBalancedSampler(data, keys, cfg.batch_per_task, cfg.seed, device, rank, world)
-    val_sampler = None
-    if weighting.requirements.val_batch:
-        val_sampler = TaskBalancedSampler(data, keys, cfg.batch_per_task, cfg.seed + 1, device, rank, world)
+    rank, world = ranks.rank, ranks.world_size
+    streamed = [key for key in config.agent.obs_keys if data.per_task and key not in data.per_task[0].observations]
+    flat = FlatData.build(data, [key for key in config.agent.obs_keys if key not in streamed], device)  # shared by both samplers
+
+    def sampler_with_seed(seed: int) -> TaskBalancedSampler | StreamingSampler:
+        if streamed:
+            return StreamingSampler(data, flat, streamed, cfg.batch_per_task, seed, device, rank, world)
+        return TaskBalancedSampler(flat, cfg.batch_per_task, seed, device, rank, world)
+
+    sampler = sampler_with_seed(cfg.seed)
+    val_sampler = sampler_with_seed(cfg.seed + 1) if weighting.requirements.val_batch else None
     nonfinite = NonFiniteMonitor(len(tasks), cfg.max_nonfinite_steps, device)
     return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, cfg.grad_clip)

@@ -18,6 +18,7 @@ import torch
 
 from rlmtl.agents.base import Batch, MultiTaskAgent
 from rlmtl.data.sampler import TaskBalancedSampler
+from rlmtl.data.streaming import StreamingSampler
 from rlmtl.training.nonfinite import NonFiniteMonitor
 from rlmtl.weighting import MultiTaskBackward, Weighting
 
@@ -35,8 +36,8 @@ class TrainingParts:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     weighting: Weighting
     balance: MultiTaskBackward  # the weighting engine; its `steps` is the run's step count
-    sampler: TaskBalancedSampler
-    val_sampler: TaskBalancedSampler | None  # a second batch, for methods that read one
+    sampler: TaskBalancedSampler | StreamingSampler
+    val_sampler: TaskBalancedSampler | StreamingSampler | None  # a second batch, for methods that read one
     nonfinite: NonFiniteMonitor
     grad_clip: float  # max global gradient norm; 0 = off
     before_update: list[BeforeUpdate] = field(default_factory=list)

@@ -112,7 +112,11 @@ class Trainer:
             self.release()
 
     def release(self) -> None:
-        """Release the run folder's lock (the trainer writes nothing after this)."""
+        """Release the run folder's lock (the trainer writes nothing after this) and the samplers' files."""
+        parts = getattr(self, "parts", None)  # absent when construction failed early
+        for sampler in (parts.sampler, parts.val_sampler) if parts is not None else ():
+            if sampler is not None:
+                sampler.close()
         if self.lock is not None:
             self.lock.release()
 

@@ -121,3 +121,40 @@ def test_training_from_an_imported_dataset_needs_no_simulator(tmp_path):
     assert main(["import-rlbench", str(root), config, "--no-progress"]) == 0
     assert main(["train", config, "--no-progress"]) == 0
     assert (tmp_path / "runs" / "rlb" / "checkpoints").is_dir()
+
+
+def test_renderer_and_image_size_are_recorded_and_a_mismatch_warned(tmp_path, capsys):
+    root = tmp_path / "data"
+    for task in TASKS:
+        write_rlbench_dataset(root, task, "upstream", {0: 2}, cameras=("front",), size=8)
+    (root / "open_drawer").mkdir()  # a task of RLBench, not of rlbench10
+    config = _config(tmp_path)
+    assert main(["import-rlbench", str(root), config, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {root / 'open_drawer'}: not a task of rlbench10; skipped" in err
+    path = dataset_path(load_config(config))
+    attrs = read_attrs(path)
+    assert attrs["renderer"] == "opengl3" and attrs["image_size"] == 8  # the generator's default renderer
+    assert main(["train", config, "--no-progress"]) == 0  # the config renders with opengl (RLBenchOptions' default)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "rendered with" in line]
+    assert warnings == [
+        f"rlmtl train: warning: {path} was rendered with 'opengl3' but training (env.options.render_mode) uses 'opengl': the policy sees images of another renderer"
+    ]
+    assert main(["import-rlbench", str(root), config, "--renderer", "opengl", "--out", str(tmp_path / "gl.h5"), "--no-progress"]) == 0
+    assert read_attrs(tmp_path / "gl.h5")["renderer"] == "opengl"
+    assert main(["train", config, f"data.path={tmp_path / 'gl.h5'}", "name=gl", "--no-progress"]) == 0
+    assert "rendered with" not in capsys.readouterr().err
+
+
+def test_rgb_is_resized_with_rlbenchs_filter_and_depth_with_nearest(tmp_path):
+    from PIL import Image
+
+    from rlmtl.envs.rlbench_format import read_png
+
+    ramp = (np.arange(16)[None, :, None] * 16 + np.zeros((16, 1, 3))).astype(np.uint8)
+    path = tmp_path / "0.png"
+    Image.fromarray(ramp).save(path)
+    expected = np.asarray(Image.fromarray(ramp).resize((6, 6)))  # what RLBench's _resize_if_needed makes
+    np.testing.assert_array_equal(read_png(path, 6, blend=True), expected)
+    nearest = read_png(path, 6)
+    assert set(np.unique(nearest)) <= set(np.unique(ramp)) and not np.array_equal(nearest, expected)

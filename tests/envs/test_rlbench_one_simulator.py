@@ -166,7 +166,7 @@ def events(log) -> dict[int, list[str]]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_evaluation_runs_one_simulator_per_worker_switching_tasks(rlbench_run, tmp_path, monkeypatch, workers):
+def test_evaluation_runs_one_simulator_per_worker_switching_tasks(rlbench_run, tmp_path, monkeypatch, capsys, workers):
     log = tmp_path / "double.log"
     monkeypatch.setenv("RLMTL_PLUGINS", "rlbench_double_plugin")
     monkeypatch.setenv("RLBENCH_DOUBLE_LOG", str(log))
@@ -175,6 +175,9 @@ def test_evaluation_runs_one_simulator_per_worker_switching_tasks(rlbench_run, t
     assert main(["eval", str(rlbench_run), "--episodes", "3", "--workers", str(workers), "--out", str(out), "--no-progress"]) == 0
     result = json.loads((out / "eval.json").read_text())
     assert all(row["errors"] == 0 and row["episodes"] == 3 for row in result["per_task"].values())
+    # imported with the generator's default renderer, evaluated with the config's: one warning naming both
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "rendered with" in line]
+    assert len(warnings) == 1 and "'opengl3' but evaluation uses 'opengl'" in warnings[0], warnings
     by_pid = events(log)
     assert 1 <= len(by_pid) <= workers
     for pid, happened in by_pid.items():

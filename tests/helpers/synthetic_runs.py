@@ -25,8 +25,9 @@ METHODS = {
 }
 
 
-def write_tiny_dataset(path: Path, tasks: list[str] = TASKS, seed: int = 0) -> Path:
-    """A synthetic metaworld-shaped dataset (39-dim state, 4-dim actions): no simulator needed."""
+def write_tiny_dataset(path: Path, tasks: list[str] = TASKS, seed: int = 0, image_size: int = 0) -> Path:
+    """A synthetic metaworld-shaped dataset (39-dim state, 4-dim actions; with `image_size`, also
+    `rgb_corner` frames): no simulator needed."""
     rng = np.random.default_rng(seed)
     records = []
     for index, task in enumerate(tasks):
@@ -36,10 +37,14 @@ def write_tiny_dataset(path: Path, tasks: list[str] = TASKS, seed: int = 0) -> P
             state = rng.normal(size=(length, 39)).astype(np.float32)
             actions = np.tanh(state[:, :4] * (index + 1) + rng.normal(scale=0.3, size=(length, 4))).astype(np.float32)
             observations = {"state": state, "proprio": state[:, :4].copy()}
+            if image_size:
+                observations["rgb_corner"] = rng.integers(0, 256, (length, image_size, image_size, 3), dtype=np.uint8)
             success = np.arange(length) == length - 1
             episodes.append(Episode(observations, actions, np.zeros(length, np.float32), success, 1000 + demo, demo))
         records.append(TaskRecord(task, index, episodes, 2, 2))
     spec = {"state": {"shape": [39], "dtype": "float32"}, "proprio": {"shape": [4], "dtype": "float32"}}
+    if image_size:
+        spec["rgb_corner"] = {"shape": [image_size, image_size, 3], "dtype": "uint8"}
     attrs = {
         "backend": "metaworld",
         "suite": "mt10",

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rlmtl.data.dataset import MultiTaskData, TaskData
-from rlmtl.data.sampler import TaskBalancedSampler
+from rlmtl.data.sampler import FlatData, TaskBalancedSampler
 from rlmtl.weighting import WEIGHTINGS, StepContext, make_weighting
 
 
@@ -15,8 +15,12 @@ def fake_data(counts=(5, 9, 3)):
     return MultiTaskData(path=None, attrs={}, tasks=[str(k) for k in range(len(counts))], per_task=per_task)
 
 
+def in_memory_sampler(data, keys, batch_per_task, seed, device, rank=0, world_size=1):
+    return TaskBalancedSampler(FlatData.build(data, keys, device), batch_per_task, seed, device, rank, world_size)
+
+
 def test_batches_are_task_balanced_and_come_from_their_task():
-    sampler = TaskBalancedSampler(fake_data(), ["state"], 16, seed=0, device=torch.device("cpu"))
+    sampler = in_memory_sampler(fake_data(), ["state"], 16, seed=0, device=torch.device("cpu"))
     batch = sampler.sample()
     assert batch["obs"]["state"].shape == (3, 16, 2) and batch["actions"].shape == (3, 16, 1)
     for k, n in enumerate((5, 9, 3)):
@@ -26,25 +30,25 @@ def test_batches_are_task_balanced_and_come_from_their_task():
 
 
 def test_sampler_state_restores_the_stream():
-    a = TaskBalancedSampler(fake_data(), ["state"], 8, seed=3, device=torch.device("cpu"))
+    a = in_memory_sampler(fake_data(), ["state"], 8, seed=3, device=torch.device("cpu"))
     a.sample()
     state = a.state_dict()
     expected = [a.sample_indices() for _ in range(3)]
-    b = TaskBalancedSampler(fake_data(), ["state"], 8, seed=99, device=torch.device("cpu"))
+    b = in_memory_sampler(fake_data(), ["state"], 8, seed=99, device=torch.device("cpu"))
     b.load_state_dict(state)
     for indices in expected:
         torch.testing.assert_close(b.sample_indices(), indices)
 
 
 def test_ranks_split_the_global_batch():
-    full = TaskBalancedSampler(fake_data(), ["state"], 8, seed=1, device=torch.device("cpu")).sample_indices()
+    full = in_memory_sampler(fake_data(), ["state"], 8, seed=1, device=torch.device("cpu")).sample_indices()
     parts = [
-        TaskBalancedSampler(fake_data(), ["state"], 8, seed=1, device=torch.device("cpu"), rank=r, world_size=2).sample_indices()
+        in_memory_sampler(fake_data(), ["state"], 8, seed=1, device=torch.device("cpu"), rank=r, world_size=2).sample_indices()
         for r in range(2)
     ]
     torch.testing.assert_close(torch.cat(parts, dim=1), full)
     with pytest.raises(ValueError, match="divisible"):
-        TaskBalancedSampler(fake_data(), ["state"], 7, seed=1, device=torch.device("cpu"), world_size=2)
+        in_memory_sampler(fake_data(), ["state"], 7, seed=1, device=torch.device("cpu"), world_size=2)
 
 
 def test_uniform_weighting_sums_losses_and_round_trips_state():
