@@ -3,8 +3,8 @@
 `StreamingSampler` draws from the same `IndexStream` as `TaskBalancedSampler`, so with the same
 seed both serve the same batches, and a checkpoint of one resumes the other. The small keys
 (state, proprio, actions) are held in memory as `FlatData`; the streamed keys are gathered from
-the file by `FrameReader`: each flat index is mapped to (demo, row), and the rows of one demo are
-read in one call (the writer stores one gzip chunk per frame, so a row costs one chunk).
+the file by `FrameReader`: each flat index is mapped to (demo, row), and each distinct row is read
+once (the writer stores one gzip chunk per frame, so a row costs one chunk's decompression).
 
 A background thread reads the next `prefetch` batches while the current one trains. Their indices
 are drawn ahead of time in the caller's thread, and the generator state from before the first
@@ -58,15 +58,16 @@ class FrameReader:
         demo_of = np.searchsorted(self.starts, flat, side="right") - 1
         rows = flat - self.starts[demo_of]
         out = {key: np.empty((len(flat), *self.shapes[key]), np.uint8) for key in self.keys}
-        for demo in np.unique(demo_of):
-            where = np.flatnonzero(demo_of == demo)
-            wanted, inverse = np.unique(rows[where], return_inverse=True)  # h5py reads increasing, unique rows
+        # one read per distinct (demo, row): h5py's list selection costs ~3 ms a row, a single row ~0.3 ms (measured)
+        pairs, inverse = np.unique(np.stack([demo_of, rows], axis=1), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        for index, (demo, row) in enumerate(pairs.tolist()):
+            where = np.flatnonzero(inverse == index)
             for key in self.keys:
                 try:
-                    values = self._arrays[demo][key][wanted.tolist()]
+                    out[key][where] = self._arrays[demo][key][row]
                 except (OSError, ValueError) as error:
-                    raise DatasetError(f"{self.path}: cannot read {self._arrays[demo][key].name} ({error})") from None
-                out[key][where] = values[inverse]
+                    raise DatasetError(f"{self.path}: cannot read {self._arrays[demo][key].name} row {row} ({error})") from None
         return out
 
     def close(self) -> None:

@@ -73,6 +73,9 @@ def check_dataset_matches(config: RunConfig, attrs: dict[str, Any], path: Path, 
     missing = [t for t in tasks if t not in attrs["tasks"]]
     if missing:
         raise DatasetError(f"{path}: dataset has no task(s) {missing} (dataset tasks: {', '.join(attrs['tasks'])})")
+    recorded = attrs.get("image_size")
+    if recorded and config.env.cameras and int(recorded) != config.env.image_size:
+        raise DatasetError(f"{path}: the dataset's images are {recorded}x{recorded} but env.image_size is {config.env.image_size}")
     spec = attrs["observation_spec"]
     absent = [k for k in config.agent.obs_keys if k not in spec]
     if absent:

@@ -144,6 +144,9 @@ def test_renderer_and_image_size_are_recorded_and_a_mismatch_warned(tmp_path, ca
     assert read_attrs(tmp_path / "gl.h5")["renderer"] == "opengl"
     assert main(["train", config, f"data.path={tmp_path / 'gl.h5'}", "name=gl", "--no-progress"]) == 0
     assert "rendered with" not in capsys.readouterr().err
+    assert main(["train", config, f"data.path={tmp_path / 'gl.h5'}", "name=big", "env.image_size=16", "--no-progress"]) == 2
+    assert f"{tmp_path / 'gl.h5'}: the dataset's images are 8x8 but env.image_size is 16" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "big").exists()
 
 
 def test_rgb_is_resized_with_rlbenchs_filter_and_depth_with_nearest(tmp_path):
