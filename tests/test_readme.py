@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlmtl.weighting import WEIGHTINGS
 
@@ -24,7 +25,7 @@ def test_standalone_example_runs(method):
     namespace: dict = {}
     exec(compile(code.replace('make_weighting("famo", K)', f'make_weighting("{method}", K)'), str(README), "exec"), namespace)
     model = namespace["model"]
-    losses = model(namespace["sample"]())
+    losses = torch.stack(model(namespace["sample"]()))
     assert losses.isfinite().all()
 
 

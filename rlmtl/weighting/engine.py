@@ -35,7 +35,8 @@ optimizer (`optimizer.found_inf`, as GradScaler does) to skip the update.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Protocol, Sequence
+import warnings
+from typing import Any, Callable, Iterable, Protocol, Sequence, Union
 
 import torch
 from torch import nn
@@ -66,8 +67,8 @@ class MultiTaskBackward:
             `loss.backward()` in the loss-level path).
         optimizer: the model's optimizer (methods with `requirements.optimizer` mirror it).
         named_parameters: every model parameter by name (for `functional_losses` methods).
-        losses_at: (params by name, batch) -> [K] losses at those parameters, without touching
-            the model (e.g. `lambda p, b: torch.func.functional_call(model, p, (b,))`).
+        losses_at: (params by name, batch) -> [K] losses (a tensor or a sequence of K scalars) at
+            those parameters, without touching the model (e.g. `lambda p, b: torch.func.functional_call(model, p, (b,))`).
         primary_tasks: indices of the primary tasks (auxiliary-learning mode).
         per_task_gradients: a batched per-task gradient function (see `PerTaskGradients`).
         reducer: averages over data-parallel ranks (`rlmtl.distributed.Ranks`); None = one process.
@@ -85,7 +86,7 @@ class MultiTaskBackward:
         *,
         optimizer: torch.optim.Optimizer | None = None,
         named_parameters: dict[str, nn.Parameter] | None = None,
-        losses_at: Callable[[Params, Any], torch.Tensor] | None = None,
+        losses_at: Callable[[Params, Any], Losses] | None = None,
         primary_tasks: Sequence[int] | None = None,
         per_task_gradients: PerTaskGradients | None = None,
         reducer: Reducer | None = None,
@@ -98,7 +99,7 @@ class MultiTaskBackward:
         self.task_parameters = list(task_parameters)
         self.optimizer = optimizer
         self.named_parameters = named_parameters
-        self.losses_at = losses_at
+        self.losses_at = _stacking(losses_at) if losses_at is not None else None
         self.per_task_gradients = per_task_gradients
         self.steps = 0
         needs = weighting.requirements
@@ -201,14 +202,21 @@ class MultiTaskBackward:
             self.reducer.mean_in_place(tensors)
 
     def backward(
-        self, losses: torch.Tensor | None = None, *, batch: Any = None, val_batch: Any = None
+        self, losses: Losses | None = None, *, batch: Any = None, val_batch: Any = None
     ) -> tuple[torch.Tensor, WeightingResult]:
         """Combine the per-task losses and set `.grad` on the model's parameters.
 
-        `losses` [K] (with their graph) is required unless the engine has `task_losses` or a
-        batched `per_task_gradients` for a task-gradient method (then `batch` is). Returns (losses [K] detached, averaged
-        over ranks under data parallelism; result).
+        `losses`: the K task losses with their graphs, as a sequence of K scalars or a stacked [K]
+        tensor; required unless the engine has `task_losses` or a batched `per_task_gradients` for a
+        task-gradient method (then `batch` is). Prefer the sequence for task-gradient methods: task
+        k's gradient is then taken through task k's graph only, while from a stacked tensor every
+        task's gradient is taken through all K graphs (the other tasks' parts carry zeros), K times
+        the work when the tasks' graphs are separate (e.g. one batch per task). Returns (losses [K]
+        detached, averaged over ranks under data parallelism; result).
         """
+        separate = None if losses is None or isinstance(losses, torch.Tensor) else list(losses)
+        if separate is not None:
+            losses = torch.stack(separate)
         needs = self.weighting.requirements
         if val_batch is None and self.weighting.uses_val_batch(self.steps):
             raise ValueError(f"{type(self.weighting).__name__} needs a second batch per task: pass val_batch=")
@@ -219,7 +227,9 @@ class MultiTaskBackward:
             else:
                 if losses is None:
                     raise ValueError("pass the per-task losses [K]")
-                task_grads = self._autograd_task_grads(losses)
+                if separate is None:
+                    _warn_stacked(losses)
+                task_grads = self._autograd_task_grads(separate if separate is not None else losses)
         elif losses is None:
             if self.task_losses is None or batch is None:
                 raise ValueError("pass the per-task losses [K]")
@@ -271,7 +281,7 @@ class MultiTaskBackward:
             self.found_inf = (bad | ~torch.isfinite(total)).to(torch.float32)
         return mean_losses, result
 
-    def after_step(self, losses_after: torch.Tensor | None = None) -> None:
+    def after_step(self, losses_after: Losses | None = None) -> None:
         """Call after optimizer.step(); `losses_after` [K] (same batches, updated model) if the method
         asks (with `task_losses` the engine computes them on this step's batch).
 
@@ -285,7 +295,7 @@ class MultiTaskBackward:
         if self._context is None:
             raise RuntimeError("after_step() called before backward()")
         if losses_after is not None:
-            losses_after = self._mean(losses_after.detach())
+            losses_after = self._mean(as_loss_vector(losses_after).detach())
         if self.skip_nonfinite and self.found_inf is not None:
             bad = self.found_inf > 0
             if losses_after is not None:
@@ -326,10 +336,11 @@ class MultiTaskBackward:
                 torch.where(bad, saved if saved.shape == live.shape else torch.zeros_like(live), live, out=live)
 
     # ------------------------------------------------------------------ gradients
-    def _autograd_task_grads(self, losses: torch.Tensor) -> torch.Tensor:
-        """[K, P] from K autograd.grad calls (the generic path for models without a batched one)."""
+    def _autograd_task_grads(self, losses: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """[K, P] from K autograd.grad calls (the generic path for models without a batched one);
+        with a list, each call starts from that task's own loss."""
         rows = []
-        for k in range(losses.shape[0]):
+        for k in range(len(losses)):
             grads = torch.autograd.grad(losses[k], self.shared_parameters, retain_graph=True, allow_unused=True)
             rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, self.shared_parameters)]))
         return torch.stack(rows)
@@ -352,6 +363,37 @@ class MultiTaskBackward:
             for param, grad in zip(self.task_parameters, grads):
                 if grad is not None:
                     _accumulate(param, grad)
+
+
+Losses = Union[torch.Tensor, Sequence[torch.Tensor]]  # [K], or K scalars each with its own graph
+_warned_stacked = False
+
+
+def _warn_stacked(losses: torch.Tensor) -> None:
+    """Once per process: a task-gradient method given torch.stack's output pays K graphs per task."""
+    global _warned_stacked
+    if not _warned_stacked and losses.grad_fn is not None and type(losses.grad_fn).__name__.startswith("StackBackward"):
+        _warned_stacked = True
+        warnings.warn(
+            "MultiTaskBackward.backward got the task losses stacked into one tensor: each task's gradient is then taken "
+            "through every task's graph; pass the K losses as a list (the same call, without torch.stack) to take it "
+            "through its own graph only (scripts/bench_standalone.py: about 5x faster at K=10)",
+            stacklevel=3,
+        )
+
+
+def as_loss_vector(losses: Losses) -> torch.Tensor:
+    """The [K] tensor of `losses` (stacked when given as K scalars)."""
+    return losses if isinstance(losses, torch.Tensor) else torch.stack(list(losses))
+
+
+def _stacking(losses_at: Callable[[Params, Any], Losses]) -> Callable[[Params, Any], torch.Tensor]:
+    """`losses_at` returning a [K] tensor whatever form the user's function returns."""
+
+    def stacked(params: Params, batch: Any) -> torch.Tensor:
+        return as_loss_vector(losses_at(params, batch))
+
+    return stacked
 
 
 def _accumulate(param: nn.Parameter, grad: torch.Tensor) -> None:
