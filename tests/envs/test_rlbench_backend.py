@@ -273,3 +273,20 @@ def test_rlbench_configs_load_and_match_the_suite(name):
     assert set(config.agent.obs_keys) <= set(spec) and config.data.demos_per_task == 100
     assert config.env.cameras == ["front", "wrist", "left_shoulder", "right_shoulder"] and config.env.image_size == 128
     assert asdict(env_settings(config, "reach_target").options) == {"action_mode": "keyframe", "variation": 0, "render_mode": "opengl"}
+
+
+@pytest.mark.parametrize(
+    ("root", "message"),
+    [(None, "COPPELIASIM_ROOT is not set"), ("{tmp}", "libcoppeliaSim.so not found: COPPELIASIM_ROOT is not a CoppeliaSim 4.1.0 folder")],
+)
+def test_install_script_refuses_without_coppeliasim_in_one_line(tmp_path, root, message):
+    import os
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "install_rlbench.sh"
+    env = {k: v for k, v in os.environ.items() if k != "COPPELIASIM_ROOT"}
+    if root is not None:
+        env["COPPELIASIM_ROOT"] = root.format(tmp=tmp_path)
+    done = subprocess.run(["bash", str(script), sys.executable], capture_output=True, text=True, env=env, timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
