@@ -196,7 +196,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         config.eval,
         episodes_per_task=args.episodes,
         workers=args.workers,
-        video=True if args.video else None,
+        video=args.video,
+        video_format=args.video_format,
         progress=not args.no_progress,
         resume=args.resume,
     )
@@ -392,7 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (uses checkpoints/last) or checkpoint file")
     p.add_argument("--episodes", type=_count(1), default=None, help="episodes per task, >= 1 (default: the run's eval.episodes_per_task)")
     p.add_argument("--workers", type=_count(0), default=None, help="rollout processes (0 = all cores)")
-    p.add_argument("--video", action="store_true", help="write a video per task")
+    p.add_argument(
+        "--video",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write a video per task, or not (default: the run's eval.video)",
+    )
+    p.add_argument("--video-format", choices=["gif", "mp4"], default=None, help="video format (default: the run's eval.video_format)")
     p.add_argument("--out", default=None, help="output folder, which must exist (default: the run folder)")
     p.add_argument(
         "--resume",

@@ -22,6 +22,7 @@ from rlmtl.distributed import Ranks
 from rlmtl.errors import OutputError
 from rlmtl.evaluation.results import EvalResult
 from rlmtl.evaluation.settings import EvalSettings
+from rlmtl.evaluation.videos import check_video_writer
 from rlmtl.folder_lock import FolderLock
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def run_main_job(
     from rlmtl.data.collect import collect
     from rlmtl.report import write_report
 
+    check_video_writer(config.eval.video, config.eval.video_format)  # before training, not after it
     times = StageTimes()
     if plan is None:
         with times.stage("collect"):

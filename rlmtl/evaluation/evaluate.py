@@ -44,7 +44,7 @@ from rlmtl.evaluation.results import EpisodeError, EvalResult, Slot, summarise
 from rlmtl.evaluation.rollout import EpisodeOutcome, run_episode
 from rlmtl.evaluation.settings import EvalSettings
 from rlmtl.evaluation.shard import barrier, rank_group, shard
-from rlmtl.evaluation.videos import write_videos
+from rlmtl.evaluation.videos import check_video_writer, write_videos
 from rlmtl.pool import Job, JobResult, RobustPool, resolve_workers
 from rlmtl.training.checkpoint import CheckpointMeta, load_checkpoint, resolve_checkpoint
 
@@ -192,11 +192,7 @@ def pinned_copy(path: Path) -> Iterator[Path]:
 
 def _check_request(settings: EvalSettings, video: bool, out: Path | None, world_size: int) -> None:
     """RlmtlError, before any work, for mp4 videos without imageio-ffmpeg or a sharded run without `out`."""
-    if video and settings.video_format == "mp4":
-        try:
-            import imageio_ffmpeg  # noqa: F401
-        except ImportError:
-            raise RlmtlError("eval.video_format=mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or use gif") from None
+    check_video_writer(video, settings.video_format)
     if world_size > 1 and out is None:
         raise RlmtlError("a sharded evaluation (WORLD_SIZE > 1) gathers through the episode logs: give it an output folder")
 

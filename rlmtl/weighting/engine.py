@@ -201,9 +201,7 @@ class MultiTaskBackward:
         if self.reducer is not None:
             self.reducer.mean_in_place(tensors)
 
-    def backward(
-        self, losses: Losses | None = None, *, batch: Any = None, val_batch: Any = None
-    ) -> tuple[torch.Tensor, WeightingResult]:
+    def backward(self, losses: Losses | None = None, *, batch: Any = None, val_batch: Any = None) -> tuple[torch.Tensor, WeightingResult]:
         """Combine the per-task losses and set `.grad` on the model's parameters.
 
         `losses`: the K task losses with their graphs, as a sequence of K scalars or a stacked [K]
