@@ -20,8 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from rlmtl.build import env_settings
 from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
 from rlmtl.data.attempt_journal import AttemptJournal
@@ -31,6 +29,7 @@ from rlmtl.errors import DatasetError, RlmtlError
 from rlmtl.evaluation.rollout import run_episode
 from rlmtl.folder_lock import FolderLock
 from rlmtl.pool import Job, RobustPool, resolve_workers
+from rlmtl.progress import progress_bar
 
 _WORKER_ENVS = ProcessEnvs()  # a worker's envs, kept across attempts
 _WORKER_EXPERTS: dict = {}  # a worker's scripted experts by task settings
@@ -123,7 +122,7 @@ def _collect_into(path: Path, config: RunConfig, suite: Suite, tasks: list[str],
     finished = journal.load()
     if finished:
         print(f"rlmtl collect: resuming from {len(finished)} finished attempts in {journal.folder}", file=sys.stderr)
-    bar = tqdm(total=wanted * len(tasks), desc="collect", unit="demo", disable=not progress, file=sys.stderr)
+    bar = progress_bar(wanted * len(tasks), "collect", "demo", progress)
     pool = RobustPool(
         workers, timeout_s=config.data.attempt_timeout_s, max_retries=config.data.max_attempt_retries, finalizer=_close_collector
     )

@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from tqdm import tqdm
-
 from rlmtl.config import RunConfig, dataset_path
 from rlmtl.data.collect import dataset_attrs
 from rlmtl.data.dataset import Episode, TaskRecord, check_replaceable, write_dataset
@@ -31,6 +29,7 @@ from rlmtl.envs.rlbench_format import EpisodeRef, episode_variation, find_episod
 from rlmtl.errors import ConfigError, DatasetError
 from rlmtl.folder_lock import FolderLock
 from rlmtl.pool import Job, RobustPool, resolve_workers
+from rlmtl.progress import progress_bar
 
 
 def convert_episode(
@@ -85,7 +84,7 @@ def import_rlbench(
         # one task in memory at a time: write_dataset consumes this generator task by task
         with RobustPool(workers, max_retries=0) as pool:
             for task in tasks:
-                bar = tqdm(total=wanted, desc=f"import {task}", unit="demo", disable=not progress, file=sys.stderr)
+                bar = progress_bar(wanted, f"import {task}", "demo", progress)
                 kept: list[Episode] = []
                 pending = list(refs[task])
                 while pending and len(kept) < wanted:

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, cast
 
-from tqdm import tqdm
-
 from rlmtl import __version__
 from rlmtl.build import agent_from_checkpoint, env_settings
 from rlmtl.config import RunConfig, config_from_dict
@@ -46,6 +44,7 @@ from rlmtl.evaluation.settings import EvalSettings
 from rlmtl.evaluation.shard import barrier, rank_group, shard
 from rlmtl.evaluation.videos import check_video_writer, write_videos
 from rlmtl.pool import Job, JobResult, RobustPool, resolve_workers
+from rlmtl.progress import progress_bar
 from rlmtl.training.checkpoint import CheckpointMeta, load_checkpoint, resolve_checkpoint
 
 _WORKER: dict[str, Any] = {}
@@ -266,7 +265,7 @@ def _run_episodes(
     and appending it to the episodes log at `log_path` (when given) as it finishes."""
     s = settings
     log = EpisodeLog(log_path) if log_path is not None else None
-    bar = tqdm(total=len(jobs), desc="eval", unit="episode", disable=not progress, file=sys.stderr)
+    bar = progress_bar(len(jobs), "eval", "episode", progress)
     workers = min(resolve_workers(s.workers), len(jobs))
     pool = RobustPool(workers, _init_evaluator, (str(checkpoint),), s.episode_timeout_s, s.max_episode_retries, _close_evaluator)
     by_slot = {job.slot: job for job in jobs}
@@ -291,7 +290,7 @@ def _record_result(
     key: EpisodeKey,
     outcomes: dict[Slot, EpisodeOutcome],
     errors: dict[Slot, EpisodeError],
-    bar: tqdm,
+    bar: Any,
 ) -> dict[str, Any]:
     """File one finished job in `outcomes` or `errors` (reporting an error on `bar`); returns its log record."""
     entry: dict[str, Any] = {**key_record(key), "attempts": result.attempts}

@@ -12,9 +12,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm import tqdm
 
 from rlmtl.agents.base import Batch
+from rlmtl.progress import progress_bar
 from rlmtl.tag.probe import AffinityProbe
 from rlmtl.training.checkpoint import save_checkpoint
 
@@ -52,9 +52,7 @@ class LogMetrics(Hook):
         self.weight_trace = torch.zeros(cfg.log_every, k, device=device)  # every step's weights, flushed at log time
         self.interval_steps, self.interval_start = 0, time.perf_counter()
         main = trainer.ranks.is_main
-        self.bar = tqdm(
-            total=cfg.steps, initial=trainer.step, desc="train", unit="step", disable=not (self.progress and main), file=sys.stderr
-        )
+        self.bar = progress_bar(cfg.steps, "train", "step", self.progress and main, initial=trainer.step)
 
     def after_step(self, trainer: "Trainer", losses: torch.Tensor, weights: torch.Tensor) -> None:
         self.loss_sum += losses.nan_to_num(0.0)
