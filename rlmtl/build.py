@@ -11,6 +11,7 @@ from rlmtl.agents.bc import MultiTaskBC
 from rlmtl.config import RunConfig, config_from_dict, config_to_dict
 from rlmtl.envs import EnvSettings
 from rlmtl.errors import CheckpointError, ConfigError
+from rlmtl.provenance import provenance
 from rlmtl.training.checkpoint import CheckpointMeta, CheckpointPayload
 
 
@@ -34,6 +35,7 @@ def agent_meta(config: RunConfig, tasks: list[str], obs_spec: dict[str, Any], ac
         "tasks": list(tasks),
         "obs_shapes": {key: list(obs_spec[key]["shape"]) for key in config.agent.obs_keys},
         "action_dim": int(action_dim),
+        "provenance": provenance(),
     }
 
 

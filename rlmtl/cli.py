@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rlmtl import __version__
 from rlmtl.atomic import write_text_atomic
 from rlmtl.errors import EXIT_USER_ERROR, CheckpointError, ConfigError, OutputError, RlmtlError, SuccessBelowBar
 
@@ -367,6 +368,7 @@ def _groups_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlmtl", description="Multi-task behaviour cloning with pluggable loss weighting.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="collect expert demos into a dataset file (cached)")

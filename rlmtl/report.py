@@ -9,6 +9,7 @@ from typing import Any
 from rlmtl.atomic import atomic_path, write_text_atomic
 from rlmtl.errors import RlmtlError
 from rlmtl.evaluation.results import EvalResult, results_markdown
+from rlmtl.provenance import provenance_line
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -91,6 +92,10 @@ def write_report(run_dir: Path, extra: str = "") -> Path:
         f"{result['overall']['episodes']} evaluation episodes (seed {result['seed']}).",
         "",
     ]
+    if result.get("trained_with"):
+        lines += [f"Trained with {provenance_line(result['trained_with'])}.", ""]
+    if result.get("provenance"):
+        lines += [f"Evaluated with {provenance_line(result['provenance'])}.", ""]
     lines += [results_markdown(result), "![success per task](plots/success_per_task.png)", ""]
     if extra:
         lines += [extra]

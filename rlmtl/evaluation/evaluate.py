@@ -45,6 +45,7 @@ from rlmtl.evaluation.shard import barrier, rank_group, shard
 from rlmtl.evaluation.videos import check_video_writer, write_videos
 from rlmtl.pool import Job, JobResult, RobustPool, resolve_workers
 from rlmtl.progress import progress_bar
+from rlmtl.provenance import provenance
 from rlmtl.training.checkpoint import CheckpointMeta, load_checkpoint, resolve_checkpoint
 
 _WORKER: dict[str, Any] = {}
@@ -162,7 +163,10 @@ def _evaluate(path: Path, pinned: Path, s: EvalSettings, out: Path | None, rank:
         "suite": config.env.suite,
         "backend": config.env.backend,
         "seed": s.seed,
+        "provenance": provenance(),
     }
+    if payload["meta"].get("provenance"):
+        result["trained_with"] = payload["meta"]["provenance"]
     if video:
         assert out is not None
         result["videos"] = write_videos(out / "videos", tasks, outcomes, s.video_format)

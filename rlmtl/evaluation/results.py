@@ -104,6 +104,8 @@ class _EvalResultOptional(TypedDict, total=False):
     videos: dict[str, str]  # task -> video file, with eval.video
     groups: dict[str, Any]  # grouped run: its `GroupPlan.to_dict()`
     models: dict[str, str]  # grouped run: task -> checkpoint of its serving group
+    provenance: dict[str, Any]  # the evaluating process's `rlmtl.provenance.provenance()`
+    trained_with: dict[str, Any]  # the checkpoint's training provenance (absent in older checkpoints)
 
 
 class EvalResult(EvalSummary, _EvalResultOptional):

@@ -44,6 +44,7 @@ class CheckpointMeta(TypedDict, total=False):
     tasks: list[str]  # the K task names, in head order
     obs_shapes: dict[str, list[int]]  # observation key -> per-step shape
     action_dim: int  # A
+    provenance: dict[str, Any]  # the training process's `rlmtl.provenance.provenance()`
     dataset: DatasetRef
 
 

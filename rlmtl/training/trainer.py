@@ -29,6 +29,7 @@ from rlmtl.config import RunConfig, config_to_dict
 from rlmtl.distributed import Ranks, shutdown
 from rlmtl.envs import make_suite
 from rlmtl.errors import CheckpointError, ConfigError
+from rlmtl.provenance import provenance_line
 from rlmtl.tag.probe import AffinityProbe
 from rlmtl.training.checkpoint import (
     CheckpointPayload,
@@ -87,7 +88,8 @@ class Trainer:
             if resume:
                 self._resume()
             if self.ranks.is_main:  # after the resume checks: a refused --resume leaves the run's config alone
-                write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+                header = f"# written by {provenance_line()}\n"
+                write_text_atomic(self.run_dir / "config.yaml", header + yaml.safe_dump(config_to_dict(config), sort_keys=False))
             weighting_state = list(self.parts.weighting.state_dict().values())
             self.ranks.broadcast_([*self.parts.agent.parameters(), *weighting_state])  # same start on every rank
         except BaseException:  # nothing of this run started: leave its folder unlocked
