@@ -33,7 +33,12 @@ def test_a_run_records_what_produced_it(tmp_path, capsys):
     assert main(["train", str(config), "--no-progress"]) == 0
     run = tmp_path / "runs" / "tiny"
     record = provenance()
-    assert record["rlmtl"] == __version__ and record["torch"] == str(torch.__version__) and type(record["torch"]) is str and "mujoco" in record["packages"]
+    assert (
+        record["rlmtl"] == __version__
+        and record["torch"] == str(torch.__version__)
+        and type(record["torch"]) is str
+        and "mujoco" in record["packages"]
+    )
     first_line = (run / "config.yaml").read_text().splitlines()[0]
     assert first_line == f"# written by {provenance_line()}"
     load_config(run / "config.yaml")  # the comment keeps it a loadable config
