@@ -267,7 +267,8 @@ def cmd_import_rlbench(args: argparse.Namespace) -> int:
     """RLBench dataset folder -> rlmtl dataset file (no simulator needed)."""
     from rlmtl.data.import_rlbench import import_rlbench
 
-    print(import_rlbench(args.path, _load(args), out=args.out, samples=args.samples, progress=not args.no_progress, renderer=args.renderer))
+    renderer = {"renderer": args.renderer} if args.renderer is not None else {}  # import_rlbench checks it and knows the default
+    print(import_rlbench(args.path, _load(args), out=args.out, samples=args.samples, progress=not args.no_progress, **renderer))
     return 0
 
 
@@ -461,9 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--renderer",
-        choices=["opengl", "opengl3"],
-        default="opengl3",
-        help="the renderer the dataset generator ran with (its --renderer; default opengl3, the generator's default)",
+        default=None,
+        help="the renderer the dataset generator ran with, opengl or opengl3 (its --renderer; default opengl3, the generator's default)",
     )
     p.set_defaults(func=cmd_import_rlbench)
 

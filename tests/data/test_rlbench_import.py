@@ -142,6 +142,9 @@ def test_renderer_and_image_size_are_recorded_and_a_mismatch_warned(tmp_path, ca
     ]
     assert main(["import-rlbench", str(root), config, "--renderer", "opengl", "--out", str(tmp_path / "gl.h5"), "--no-progress"]) == 0
     assert read_attrs(tmp_path / "gl.h5")["renderer"] == "opengl"
+    assert main(["import-rlbench", str(root), config, "--renderer", "vulkan", "--out", str(tmp_path / "vk.h5"), "--no-progress"]) == 2
+    assert "--renderer must be one of opengl, opengl3, got 'vulkan'" in capsys.readouterr().err
+    assert not (tmp_path / "vk.h5").exists()
     assert main(["train", config, f"data.path={tmp_path / 'gl.h5'}", "name=gl", "--no-progress"]) == 0
     assert "rendered with" not in capsys.readouterr().err
     assert main(["train", config, f"data.path={tmp_path / 'gl.h5'}", "name=big", "env.image_size=16", "--no-progress"]) == 2
