@@ -246,8 +246,19 @@ def _settle(conn: Connection, running: Running, job_id: int, step: Callable[[], 
 def _mark(progress: Any, job_id: int) -> None:
     """Record in shared memory which job runs from now on (0: the service), and that the worker got
     this far: a job starting, a batched job's step, the service call for all of them."""
-    progress[_CURRENT] = job_id
-    progress[_PROGRESS_NS] = time.monotonic_ns()
+    if progress is not None:
+        progress[_CURRENT] = job_id
+        progress[_PROGRESS_NS] = time.monotonic_ns()
+
+
+def _progress_record(context: Any) -> Any:
+    """A worker's shared progress record, or None where the system cannot make one (its backing file
+    is refused: a full /dev/shm, a file-size limit). Without it a crash or hang is charged to every job
+    the worker held, and a hang is timed from the last job sent or finished."""
+    try:
+        return context.RawArray("q", 2)
+    except OSError:
+        return None
 
 
 def _exit_description(code: int | None) -> str:
@@ -265,7 +276,7 @@ class _Slot:
 
     def __init__(self, context: Any, setup: _WorkerSetup) -> None:
         parent_end, child_end = context.Pipe(duplex=True)
-        self.progress = context.RawArray("q", 2)  # see _CURRENT, _PROGRESS_NS
+        self.progress = _progress_record(context)
         self.process = context.Process(target=_worker_main, args=(child_end, setup, self.progress), daemon=True)
         self.process.start()
         child_end.close()
@@ -297,14 +308,14 @@ class _Slot:
 
     def last_progress(self) -> float:
         """The later of `since` and the last progress the worker recorded (time.monotonic() seconds)."""
-        return max(self.since, self.progress[_PROGRESS_NS] / 1e9)
+        return self.since if self.progress is None else max(self.since, self.progress[_PROGRESS_NS] / 1e9)
 
     def to_blame(self, raised: set[int] | None) -> set[int]:
         """The ids of the held jobs a failure is charged to: the job(s) that raised, else the job the
         worker was running when it crashed or hung, else (it was serving them all) every held job."""
         if raised is not None:
             return raised
-        current = self.progress[_CURRENT]
+        current = self.progress[_CURRENT] if self.progress is not None else None
         return {current} if current in self.jobs else set(self.jobs)
 
     def kill(self) -> None:

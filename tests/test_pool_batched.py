@@ -78,3 +78,12 @@ def test_a_batch_that_keeps_progressing_is_not_a_hang(folder):
     jobs = [Job(name, batched_jobs.slow_episode, (name, 12, 0.25)) for name in "abc"]
     results = run(jobs, per_worker=3, timeout_s=1.0)
     assert all(r.ok and r.attempts == 1 for r in results.values())
+
+
+def test_without_a_shared_progress_record_a_crash_is_charged_to_every_job_the_worker_held(folder, monkeypatch):
+    # where the system refuses the record's backing file (a full /dev/shm, a file-size limit)
+    import rlmtl.pool
+
+    monkeypatch.setattr(rlmtl.pool, "_progress_record", lambda context: None)
+    results = run(episodes("abc", faults={"b": "exit"}), per_worker=3)
+    assert {k: (r.ok, r.attempts) for k, r in results.items()} == {"a": (True, 2), "b": (True, 2), "c": (True, 2)}
