@@ -6,15 +6,7 @@ import torch
 from rlmtl.config import load_config
 from rlmtl.data.collect import collect
 from rlmtl.errors import CheckpointError, RlmtlError
-from rlmtl.training.schedule import WarmupCosine
 from rlmtl.training.trainer import Trainer, train
-
-
-def test_warmup_cosine_schedule():
-    schedule = WarmupCosine(total_steps=100, warmup_steps=10, min_ratio=0.1)
-    assert schedule(0) == pytest.approx(0.1) and schedule(9) == pytest.approx(1.0)
-    assert schedule(10) == pytest.approx(1.0) and schedule(100) == pytest.approx(0.1)
-    assert 0.1 < schedule(55) < 1.0
 
 
 @pytest.fixture
