@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from rlmtl.plugins import load_plugins
 
-        load_plugins()  # RLMTL_PLUGINS: user modules that register backends, encoders, weightings
+        load_plugins()  # `rlmtl.plugins` entry points and RLMTL_PLUGINS modules: they register backends, encoders, weightings
         return args.func(args)
     except RlmtlError as error:
         print(f"rlmtl {args.command}: error: {error}", file=sys.stderr)

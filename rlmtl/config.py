@@ -9,7 +9,7 @@ Two sections belong to plug-ins and are typed by them: `env.options` is built in
 class of `env.backend` (`Backend.options_class`, looked up in the backend registry), and
 `weighting.params` is checked against the parameter class of `weighting.name`
 (`Weighting.params_class()`, generated from the method's constructor). Both registries are read
-at load time, after the CLI has imported the `RLMTL_PLUGINS` modules.
+at load time, after the CLI has loaded the plugins (`rlmtl.plugins` entry points, `RLMTL_PLUGINS` modules).
 """
 
 from __future__ import annotations
