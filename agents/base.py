@@ -24,6 +24,7 @@ class MultiTaskAgent(Protocol):
     """A multi-task policy: one shared encoder, one head per task (an `nn.Module`)."""
 
     num_tasks: int
+    obs_keys: list[str]  # the observation keys it reads (what `act_batch` is given)
 
     def task_losses(self, batch: Batch) -> torch.Tensor:
         """Per-task losses [K] of a [K, B] batch, with their graph."""

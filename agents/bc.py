@@ -4,11 +4,12 @@ Vector observations are z-scored with each task's dataset mean/std; actions are 
 with each task's dataset min/max (a dimension that never varies keeps scale 1), predicted through
 `tanh`, and mapped back in `act`. The BC loss is the MSE in the normalised action space.
 
-The loss is written for ONE task (`task_loss(params, inputs)`, a pure function of a parameter
-dict) and mapped over the K tasks with `torch.func.vmap`. The same function gives, under
-`vmap(grad(...))`, every task's gradient of the shared parameters from its own batch only, at
-about the cost of one ordinary backward pass (`per_task_gradients`), which is what the gradient
-weighting methods need.
+The K losses of a batch (`task_losses`) take the direct path: the encoder once over every sample,
+the heads as one batched matmul per layer. The loss is also written for ONE task (`task_loss(params,
+inputs)`, a pure function of a parameter dict): mapped over the K tasks with `torch.func.vmap` it
+gives the losses at other parameters (lookahead methods) and, under `vmap(grad(...))`, every
+task's gradient of the shared parameters from its own batch only, at about the cost of one
+ordinary backward pass (`per_task_gradients`), which is what the gradient weighting methods need.
 """
 
 from __future__ import annotations
@@ -90,18 +91,27 @@ class MultiTaskBC(nn.Module):
 
     # ------------------------------------------------------------------ one task, functionally
     def _features(
-        self, params: dict[str, torch.Tensor], observations: dict[str, torch.Tensor], task: dict[str, torch.Tensor]
+        self, params: dict[str, torch.Tensor] | None, observations: dict[str, torch.Tensor], task: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """Encoder features [N, F] of observations {key: [N, ...]} of one task (or mixed tasks,
-        with `task` rows matching). `params` holds the encoder's parameters by name."""
-        n = next(iter(observations.values())).shape[0]
+        """Encoder features [*lead, F] of observations {key: [*lead, ...]}: [N] samples of one task
+        or of mixed tasks, or [K, B] samples of K tasks; `task` entries broadcast to [*lead, D]
+        (their leading dims give the rank of `lead`). `params` holds the encoder's parameters by
+        name (None: the module's own, called directly)."""
+        lead = next(iter(observations.values())).shape[: task["onehot"].dim() - 1]
+        n = lead.numel()
         vector = None
         if self.vector_keys:
-            raw = torch.cat([observations[k].reshape(n, -1).float() for k in self.vector_keys], dim=-1)
-            vector = (raw - task["obs_mean"]) / task["obs_std"]
-        images = {key: _to_unit_float(observations[key]).permute(0, 3, 1, 2) for key in self.image_keys}
-        onehot = task["onehot"].expand(n, -1)
-        return functional_call(self.encoder, params, (vector, images, onehot))
+            parts = [observations[k].reshape(*lead, -1).float() for k in self.vector_keys]
+            raw = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+            vector = ((raw - task["obs_mean"]) / task["obs_std"]).reshape(n, -1)
+        images = {
+            key: _to_unit_float(observations[key].reshape(n, *observations[key].shape[len(lead) :])).permute(0, 3, 1, 2)
+            for key in self.image_keys
+        }
+        onehot = task["onehot"].expand(*lead, -1).reshape(n, -1)
+        args = (vector, images, onehot)
+        features = self.encoder(*args) if params is None else functional_call(self.encoder, params, args)
+        return features.reshape(*lead, -1)
 
     def task_loss(self, params: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
         """MSE of ONE task: `params` = {"encoder": {...}, "heads": ([W_l], [b_l]) for this task},
@@ -142,10 +152,17 @@ class MultiTaskBC(nn.Module):
     def task_losses(self, batch: Batch, params: dict[str, Any] | None = None) -> torch.Tensor:
         """batch {"obs": {key: [K, B, ...]}, "actions": [K, B, A]} -> MSE per task [K].
 
-        `params` (a `parameter_tree`) evaluates the losses at other parameters, e.g. a lookahead
-        step, without touching the module."""
-        tree = self.parameter_tree() if params is None else params
-        return vmap(self.task_loss, in_dims=(self._TREE_DIMS, 0))(tree, self.task_inputs(batch))
+        The module's own parameters take the direct path: the encoder once over all K x B samples
+        and the heads as one batched matmul per layer, the plain loop's cost. `params` (a
+        `parameter_tree`) evaluates the same losses at other parameters, e.g. a lookahead step,
+        without touching the module (`task_loss` mapped over tasks with `vmap`)."""
+        inputs = self.task_inputs(batch)
+        if params is not None:
+            return vmap(self.task_loss, in_dims=(self._TREE_DIMS, 0))(params, inputs)
+        features = self._features(None, inputs["obs"], inputs["task"])
+        prediction = torch.tanh(self.heads.forward_all(features))
+        target = _normalise_actions(inputs["actions"], inputs["task"]["action_center"], inputs["task"]["action_scale"])
+        return (prediction - target).pow(2).mean(dim=(1, 2))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.task_losses(batch)
@@ -174,7 +191,7 @@ class MultiTaskBC(nn.Module):
         return _normalise_actions(actions, self.action_center[:, None], self.action_scale[:, None])
 
     # ------------------------------------------------------------------ rollouts
-    @torch.no_grad()
+    @torch.inference_mode()
     def act_batch(self, observations: dict[str, torch.Tensor], task_ids: torch.Tensor) -> torch.Tensor:
         """observations {key: [N, ...]}, task_ids [N] -> env actions [N, A] (mixed tasks allowed)."""
         task = {
@@ -182,7 +199,7 @@ class MultiTaskBC(nn.Module):
             "obs_std": self.obs_std[task_ids],
             "onehot": self.task_onehot[task_ids],
         }
-        features = self._features(dict(self.encoder.named_parameters()), observations, task)
+        features = self._features(None, observations, task)
         normalised = torch.tanh(self.heads.forward_select(features, task_ids))
         return normalised * self.action_scale[task_ids] + self.action_center[task_ids]
 

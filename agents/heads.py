@@ -1,8 +1,9 @@
 """One head per task, all evaluated in one batched operation (no Python loop over tasks).
 
 The K heads are stacked weights (`weights[l]`: [K, in, out], `biases[l]`: [K, 1, out]).
-`apply_head` runs ONE head from its slices; the agent maps it over tasks with `torch.func.vmap`
-(one batched matmul per layer), and `forward_select` applies each sample's own head for rollouts.
+`forward_all` runs head k on task k's rows (one batched matmul per layer), `forward_select` each
+sample's own head for rollouts, and `apply_head` ONE head from its slices, a pure function the
+agent maps over tasks with `torch.func.vmap` where it needs per-task gradients.
 """
 
 from __future__ import annotations
@@ -37,11 +38,20 @@ class TaskHeads(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(num_tasks, 1, fan_out).uniform_(-bound, bound)))
 
     def forward_all(self, features: torch.Tensor) -> torch.Tensor:
-        """features [K, B, F] -> [K, B, A], head k on row k."""
-        return torch.func.vmap(apply_head)(list(self.weights), list(self.biases), features)
+        """features [K, B, F] -> [K, B, A], head k on row k: one batched matmul per layer."""
+        x = features
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias, x, weight)
+            if layer < len(self.weights) - 1:
+                x = torch.relu(x)
+        return x
 
     def forward_select(self, features: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        """features [N, F], task_ids [N] -> [N, A], each sample through its own task's head."""
-        weights = [w[task_ids] for w in self.weights]
-        biases = [b[task_ids] for b in self.biases]
-        return torch.func.vmap(apply_head)(weights, biases, features.unsqueeze(1)).squeeze(1)
+        """features [N, F], task_ids [N] -> [N, A], each sample through its own task's head (one
+        batched matmul per layer with every sample's head gathered)."""
+        x = features.unsqueeze(1)
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias[task_ids], x, weight[task_ids])
+            if layer < len(self.weights) - 1:
+                x = torch.relu(x)
+        return x.squeeze(1)

@@ -197,6 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         config.eval,
         episodes_per_task=args.episodes,
         workers=args.workers,
+        envs_per_worker=args.envs_per_worker,
         video=args.video,
         video_format=args.video_format,
         progress=not args.no_progress,
@@ -407,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (uses checkpoints/last) or checkpoint file")
     p.add_argument("--episodes", type=_count(1), default=None, help="episodes per task, >= 1 (default: the run's eval.episodes_per_task)")
     p.add_argument("--workers", type=_count(0), default=None, help="rollout processes (0 = all cores)")
+    p.add_argument(
+        "--envs-per-worker",
+        type=_count(1),
+        default=None,
+        help="episodes each process runs at once, one policy call per step for all (default: the run's eval.envs_per_worker)",
+    )
     p.add_argument(
         "--video",
         action=argparse.BooleanOptionalAction,

@@ -136,13 +136,20 @@ class EvalConfig:
 
     episodes_per_task: int = _field(50, "evaluation episodes per task")
     workers: int = _field(0, "rollout processes; 0 = all cores")
+    envs_per_worker: int = _field(
+        8,
+        "episodes each rollout process runs at once, with one policy call per step for all of them (capped at the backend's simulators per process: RLBench 1)",
+    )
     seed: int = _field(0, "seed of the evaluation scenes (a split disjoint from the demos)")
     video: bool = _field(False, "write a video per task")
     video_episodes: int = _field(1, "episodes per task recorded when video is on")
     video_camera: str = _field("", "camera for videos; empty = the suite's default")
     video_size: int = _field(128, "video frame height and width in pixels")
     video_format: str = _field("gif", "gif or mp4 (mp4 needs imageio-ffmpeg)")
-    episode_timeout_s: float = _field(300.0, "seconds one episode may run before its worker is killed and the episode rerun; 0 = no limit")
+    episode_timeout_s: float = _field(
+        300.0,
+        "seconds a rollout process may go without progress (an episode starting or stepping) before it is killed and its episode rerun; 0 = no limit",
+    )
     max_episode_retries: int = _field(2, "reruns (same scene seed) of an episode whose worker crashed or hung before it counts as an error")
 
 
@@ -281,6 +288,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "train.checkpoint_every": config.train.checkpoint_every,
         "train.max_nonfinite_steps": config.train.max_nonfinite_steps,
         "eval.episodes_per_task": config.eval.episodes_per_task,
+        "eval.envs_per_worker": config.eval.envs_per_worker,
         "eval.video_size": config.eval.video_size,
     }
     for key, value in positive.items():
@@ -351,6 +359,7 @@ def _upper_bounds(config: RunConfig) -> dict[str, tuple[int, int]]:
         "train.log_every": (config.train.log_every, 100_000),
         "eval.episodes_per_task": (config.eval.episodes_per_task, 100_000),
         "eval.workers": (config.eval.workers, 1024),
+        "eval.envs_per_worker": (config.eval.envs_per_worker, 1024),
         "eval.video_size": (config.eval.video_size, 2048),
         "eval.video_episodes": (config.eval.video_episodes, 1000),
         "affinity.max_groups": (config.affinity.max_groups, 16),

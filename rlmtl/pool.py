@@ -15,9 +15,22 @@ gives every spawn-started worker its own pipe and watches each one:
   a missing expert) stops the pool and is raised in the parent.
 
 Results are yielded as they finish. A free worker takes the next pending job of the `group` it
-ran last (its task), so it switches tasks as rarely as the order allows; a worker whose job raised
+ran last (its task), so it switches tasks as rarely as the order allows (a batched worker instead
+drains the groups evenly and runs at most jobs_per_worker / groups jobs of one group at once, so
+it keeps about one env per task: see `_Pending.take_for_batch`); a worker whose job raised
 is asked to exit and runs the pool's `finalizer` (shutting its simulators down) before it is
-replaced. Workers import the `RLMTL_PLUGINS` modules, use one torch
+replaced.
+
+Batched jobs (`jobs_per_worker` > 1): a job's function may return a generator, which yields
+requests and receives their answers (an episode yields observations and receives actions). A
+worker then holds up to `jobs_per_worker` jobs at once and runs them in lockstep: one call of the
+pool's `service` answers every running job's request (one policy call for all its envs), then each
+job advances to its next request. Every job is still a job of its own: its own result, reruns and
+attempts. The worker marks, in memory it shares with the parent, which job it is advancing; a
+worker that crashes or hangs is charged to that job (attempt + 1), or to every job it held when it
+died inside `service`, and the other jobs it held are run again from the start at the attempt they
+had. A hang is `timeout_s` without progress: no job started, advanced or finished (for plain jobs,
+one at a time, that is a job running longer than `timeout_s`). Workers import the `RLMTL_PLUGINS` modules, use one torch
 thread each, and die with the parent: an idle worker sees its pipe close, and on Linux the kernel
 kills a busy one (PR_SET_PDEATHSIG) when the parent dies, even by SIGKILL.
 
@@ -38,6 +51,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Generator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Hashable, Iterable, Iterator
@@ -102,23 +116,50 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_main(
-    conn: Connection, initializer: Callable[..., None] | None, initargs: tuple, parent: int, finalizer: Callable[[], None] | None
-) -> None:
+# Service: answers the requests of every running batched job at once, in order (see the module docstring)
+Service = Callable[[list[Any]], list[Any]]
+
+# a worker's shared progress record (`multiprocessing.RawArray("q", 2)`): the job it is running
+# (0 while it runs `service` for all of them) and when it last made progress (time.monotonic_ns(),
+# one clock for every process on the machine)
+_CURRENT, _PROGRESS_NS = 0, 1
+
+
+Running = dict[int, tuple[Generator[Any, Any, Any], Any]]  # a worker's batched jobs: generator, pending request
+
+
+@dataclass(frozen=True)
+class _WorkerSetup:
+    """What a worker process is started with."""
+
+    initializer: Callable[..., None] | None
+    initargs: tuple
+    parent: int
+    finalizer: Callable[[], None] | None
+    service: Service | None
+
+
+def _worker_main(conn: Connection, setup: _WorkerSetup, progress: Any) -> None:
     """Worker loop: initializer, then `(job_id, fn, args)` messages until None or the pipe closes;
     then the finalizer (e.g. shutting the worker's simulators down)."""
     try:
-        _serve(conn, initializer, initargs, parent)
+        _serve(conn, setup, progress)
     finally:
+        finalizer = setup.finalizer
         if finalizer is not None:
             try:
                 finalizer()
             except Exception as error:  # noqa: BLE001  (the worker is leaving; say what failed, in one line)
                 print(f"rlmtl: worker {os.getpid()}: cleanup failed: {_describe(error)}", file=sys.stderr)
+    # its simulators are shut down and nothing is left to write: leave without the interpreter's
+    # teardown (torch's takes about half a second, which the parent would wait for)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
-def _serve(conn: Connection, initializer: Callable[..., None] | None, initargs: tuple, parent: int) -> None:
-    _die_with_parent(parent)
+def _serve(conn: Connection, setup: _WorkerSetup, progress: Any) -> None:
+    _die_with_parent(setup.parent)
     try:
         import torch
 
@@ -126,8 +167,8 @@ def _serve(conn: Connection, initializer: Callable[..., None] | None, initargs: 
 
         torch.set_num_threads(1)
         load_plugins()
-        if initializer is not None:
-            initializer(*initargs)
+        if setup.initializer is not None:
+            setup.initializer(*setup.initargs)
     except RlmtlError as error:
         conn.send(("fatal", str(error)))
         return
@@ -135,24 +176,78 @@ def _serve(conn: Connection, initializer: Callable[..., None] | None, initargs: 
         conn.send(("init_error", _describe(error) + "\n" + traceback.format_exc(limit=5)))
         return
     conn.send(("ready", None))
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if message is None:
-            return
-        job_id, fn, args = message
-        try:
-            reply = (job_id, "ok", fn(*args))
-        except RlmtlError as error:
-            reply = (job_id, "fatal", str(error))
-        except Exception as error:
-            reply = (job_id, "error", _describe(error))
-        try:
-            conn.send(reply)
-        except (OSError, ValueError):  # parent gone
-            return
+    running: Running = {}
+    try:
+        while True:
+            while not running or conn.poll():  # wait for a job when idle; else take only those already sent
+                message = conn.recv()
+                if message is None:
+                    return
+                job_id, fn, args = message
+                _mark(progress, job_id)
+                _start(conn, running, job_id, fn, args)
+            _mark(progress, 0)
+            jobs = list(running)
+            try:
+                if setup.service is None:
+                    raise RuntimeError("a batched job ran in a pool without a service")
+                answers = setup.service([running[job_id][1] for job_id in jobs])
+            except RlmtlError as error:
+                conn.send((jobs[0], "fatal", str(error)))
+                return
+            except Exception as error:  # charged to every job it served
+                conn.send(("service_error", jobs, f"{_describe(error)} (in the batched service call)"))
+                running.clear()
+                continue
+            for job_id, answer in zip(jobs, answers):
+                _mark(progress, job_id)
+                _advance(conn, running, job_id, answer)
+    except (EOFError, OSError, ValueError):  # the parent is gone
+        return
+
+
+def _start(conn: Connection, running: Running, job_id: int, fn: Callable[..., Any], args: tuple) -> None:
+    """Start a job: a plain job runs to its end; a generator runs to its first request."""
+
+    def first() -> Any:
+        started = fn(*args)
+        if not isinstance(started, Generator):
+            raise StopIteration(started)
+        running[job_id] = (started, None)
+        return next(started)
+
+    _settle(conn, running, job_id, first)
+
+
+def _advance(conn: Connection, running: Running, job_id: int, answer: Any) -> None:
+    """Answer a batched job's request; it runs to its next request or its end."""
+    generator = running[job_id][0]
+    _settle(conn, running, job_id, lambda: generator.send(answer))
+
+
+def _settle(conn: Connection, running: Running, job_id: int, step: Callable[[], Any]) -> None:
+    """Run one step of a job and file what came of it: its next request (kept in `running`) or
+    its result, error or fatal error (sent to the parent)."""
+    try:
+        request = step()
+    except StopIteration as done:
+        reply: tuple = (job_id, "ok", done.value)
+    except RlmtlError as error:
+        reply = (job_id, "fatal", str(error))
+    except Exception as error:
+        reply = (job_id, "error", _describe(error))
+    else:
+        running[job_id] = (running[job_id][0], request)
+        return
+    running.pop(job_id, None)
+    conn.send(reply)
+
+
+def _mark(progress: Any, job_id: int) -> None:
+    """Record in shared memory which job runs from now on (0: the service), and that the worker got
+    this far: a job starting, a batched job's step, the service call for all of them."""
+    progress[_CURRENT] = job_id
+    progress[_PROGRESS_NS] = time.monotonic_ns()
 
 
 def _exit_description(code: int | None) -> str:
@@ -166,20 +261,51 @@ def _exit_description(code: int | None) -> str:
 
 
 class _Slot:
-    """One worker process, its pipe, and the job it is running."""
+    """One worker process, its pipe, its shared progress record and the jobs it is running."""
 
-    def __init__(
-        self, context: Any, initializer: Callable[..., None] | None, initargs: tuple, finalizer: Callable[[], None] | None
-    ) -> None:
+    def __init__(self, context: Any, setup: _WorkerSetup) -> None:
         parent_end, child_end = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(child_end, initializer, initargs, os.getpid(), finalizer), daemon=True)
+        self.progress = context.RawArray("q", 2)  # see _CURRENT, _PROGRESS_NS
+        self.process = context.Process(target=_worker_main, args=(child_end, setup, self.progress), daemon=True)
         self.process.start()
         child_end.close()
         self.conn: Connection = parent_end
         self.ready = False
-        self.job: Job | None = None
-        self.group: Hashable = None  # the group of the last job it ran
-        self.since = time.monotonic()
+        self.jobs: dict[int, Job] = {}  # by job id, in the order they were sent
+        self.recent: list[Hashable] = []  # the groups it ran, the latest first (it keeps their envs)
+        self.since = time.monotonic()  # its start, or when it was last sent a job or sent a result
+
+    def next_job(self, pending: _Pending, per_group: int) -> Job | None:
+        """Take its next job: one at a time (`per_group` 0), of the group it ran last (its env is
+        there), else the first; batched, see `_Pending.take_for_batch`."""
+        if per_group:
+            job = pending.take_for_batch(collections.Counter(job.group for job in self.jobs.values()), set(self.recent), per_group)
+            if job is None:
+                return None
+        else:
+            job = pending.take(self.recent[:1])
+        if job.group in self.recent:
+            self.recent.remove(job.group)
+        self.recent.insert(0, job.group)
+        return job
+
+    def finished(self, job: Job) -> None:
+        """A job of its ended: its group's env is the one free now."""
+        if job.group in self.recent:
+            self.recent.remove(job.group)
+        self.recent.insert(0, job.group)
+
+    def last_progress(self) -> float:
+        """The later of `since` and the last progress the worker recorded (time.monotonic() seconds)."""
+        return max(self.since, self.progress[_PROGRESS_NS] / 1e9)
+
+    def to_blame(self, raised: set[int] | None) -> set[int]:
+        """The ids of the held jobs a failure is charged to: the job(s) that raised, else the job the
+        worker was running when it crashed or hung, else (it was serving them all) every held job."""
+        if raised is not None:
+            return raised
+        current = self.progress[_CURRENT]
+        return {current} if current in self.jobs else set(self.jobs)
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -190,23 +316,58 @@ class _Slot:
         self.process.join(timeout=10)
         self.conn.close()
 
-    def stop(self) -> None:
+    def ask_to_stop(self) -> None:
+        """Tell the worker to leave (it runs its finalizer); does not wait."""
         try:
             self.conn.send(None)
         except (OSError, ValueError):
             pass
+
+    def stop(self) -> None:
+        self.ask_to_stop()
         self.process.join(timeout=5)
         self.kill()
 
 
-def _take(pending: "collections.deque[Job]", group: Hashable) -> Job:
-    """The first pending job of `group` (a worker stays on its task), else the first one."""
-    if group is not None:
-        for index, job in enumerate(pending):
-            if job.group == group:
-                del pending[index]
-                return job
-    return pending.popleft()
+class _Pending:
+    """Jobs waiting to run, by group, in the order given (a rerun goes first)."""
+
+    def __init__(self, jobs: Iterable[Job]) -> None:
+        self.groups: dict[Hashable, collections.deque[Job]] = {}
+        for job in jobs:
+            self.groups.setdefault(job.group, collections.deque()).append(job)
+
+    def __len__(self) -> int:
+        return sum(len(queue) for queue in self.groups.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    def push_front(self, job: Job) -> None:
+        queue = self.groups.pop(job.group, collections.deque())
+        queue.appendleft(job)
+        self.groups = {job.group: queue, **self.groups}
+
+    def take(self, prefer: Iterable[Hashable]) -> Job:
+        """The next job of the first group in `prefer` that has one, else the first job."""
+        return self._pop(next((group for group in prefer if group in self.groups), next(iter(self.groups))))
+
+    def take_for_batch(self, running: collections.Counter[Hashable], kept: set[Hashable], per_group: int) -> Job | None:
+        """The next job of the group with the most jobs left among those with fewer than
+        `per_group` jobs in `running` (the fewest running first; ties: one in `kept`), or None:
+        groups drain evenly, so the last jobs still belong to many groups, and a worker holds
+        at most `per_group` envs of one group."""
+        open_groups = [group for group in self.groups if running[group] < per_group]
+        if not open_groups:
+            return None
+        return self._pop(max(open_groups, key=lambda group: (-running[group], len(self.groups[group]), group in kept)))
+
+    def _pop(self, chosen: Hashable) -> Job:
+        queue = self.groups[chosen]
+        job = queue.popleft()
+        if not queue:
+            del self.groups[chosen]
+        return job
 
 
 class RobustPool:
@@ -214,6 +375,8 @@ class RobustPool:
 
     Use as a context manager; `run(jobs)` yields one `JobResult` per job, in completion order.
     `timeout_s` <= 0 means no time limit. `restarts` counts workers replaced after a crash or hang.
+    `jobs_per_worker` > 1 lets a worker hold that many batched jobs at once, their requests
+    answered together by `service` (a picklable module-level function).
     """
 
     def __init__(
@@ -224,13 +387,16 @@ class RobustPool:
         timeout_s: float = 0.0,
         max_retries: int = 2,
         finalizer: Callable[[], None] | None = None,
+        jobs_per_worker: int = 1,
+        service: Service | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if jobs_per_worker < 1:
+            raise ValueError(f"jobs_per_worker must be >= 1, got {jobs_per_worker}")
         self.workers = workers
-        self.initializer = initializer
-        self.initargs = initargs
-        self.finalizer = finalizer
+        self.jobs_per_worker = jobs_per_worker
+        self.setup = _WorkerSetup(initializer, initargs, os.getpid(), finalizer, service)
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.restarts = 0
@@ -244,59 +410,70 @@ class RobustPool:
         self.close()
 
     def close(self) -> None:
-        """Stop every worker (politely, then SIGKILL)."""
+        """Stop every worker (politely, all at once, then SIGKILL what is left)."""
         slots, self._slots = self._slots, []
+        for slot in slots:
+            slot.ask_to_stop()
         for slot in slots:
             slot.stop()
 
     def _start(self) -> _Slot:
-        return _Slot(self._context, self.initializer, self.initargs, self.finalizer)
+        return _Slot(self._context, self.setup)
 
     def run(self, jobs: Iterable[Job]) -> Iterator[JobResult]:
         """Run every job; yields each result once, as soon as it is final."""
-        pending: collections.deque[Job] = collections.deque(jobs)
+        pending = _Pending(jobs)
         remaining = len(pending)
+        # a batched worker runs at most this many jobs of one group at once (one env each)
+        per_group = -(-self.jobs_per_worker // len(pending.groups)) if self.jobs_per_worker > 1 and pending else 0
         if remaining == 0:
             return
-        while len(self._slots) < min(self.workers, remaining):
+        while len(self._slots) < min(self.workers, -(-remaining // self.jobs_per_worker)):
             self._slots.append(self._start())
         startup_failures = 0
         next_id = 0
-        running: dict[int, Job] = {}
         while remaining:
             for slot in self._slots:
-                if slot.ready and slot.job is None and pending:
-                    job = _take(pending, slot.group)
+                while slot.ready and len(slot.jobs) < self.jobs_per_worker and pending:
+                    job = slot.next_job(pending, per_group)
+                    if job is None:
+                        break
                     next_id += 1
-                    running[next_id] = job
-                    slot.job, slot.group, slot.since = job, job.group, time.monotonic()
+                    if not slot.jobs:
+                        slot.since = time.monotonic()
+                    slot.jobs[next_id] = job
                     slot.conn.send((next_id, job.fn, job.args))
             waits = [self._deadline(slot) for slot in self._slots]
             timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
             wait([s.conn for s in self._slots] + [s.process.sentinel for s in self._slots], timeout=timeout)
             for index, slot in enumerate(list(self._slots)):
-                failure, finished = self._poll(slot, running)
+                failure, raised, finished = self._poll(slot)
                 for result in finished:
                     remaining -= 1
                     yield result
                 if failure is None:
                     continue
-                # crashed, hung or raised: replace the worker, rerun or give up on its job
-                if failure.startswith("raised"):
-                    slot.stop()  # alive and idle: it exits on its own, running its finalizer
+                # crashed, hung or raised: replace the worker; rerun or give up on the job(s) to blame,
+                # rerun the others it held at the attempt they had
+                blamed = slot.to_blame(raised)
+                if raised is not None:
+                    slot.stop()  # alive: it exits on its own, running its finalizer
                 else:
                     slot.kill()
                 self.restarts += 1
-                job, slot.job = slot.job, None
-                if job is None:
+                held, slot.jobs = slot.jobs, {}
+                if not held:
                     startup_failures += 1
                     if startup_failures > self.max_retries + self.workers:
                         raise RlmtlError(f"rollout workers keep failing to start ({failure})")
-                elif job.attempt <= self.max_retries:
-                    pending.appendleft(Job(job.key, job.fn, job.args, job.attempt + 1, job.group))
-                else:
-                    remaining -= 1
-                    yield JobResult(job.key, None, failure, job.attempt)
+                for job_id, job in reversed(held.items()):
+                    if job_id not in blamed:
+                        pending.push_front(job)
+                    elif job.attempt <= self.max_retries:
+                        pending.push_front(Job(job.key, job.fn, job.args, job.attempt + 1, job.group))
+                    else:
+                        remaining -= 1
+                        yield JobResult(job.key, None, failure, job.attempt)
                 if remaining:
                     self._slots[index] = self._start()
                 else:
@@ -305,12 +482,13 @@ class RobustPool:
     def _deadline(self, slot: _Slot) -> float:
         if not slot.ready:
             return slot.since + STARTUP_TIMEOUT_S
-        if slot.job is None or self.timeout_s <= 0:
+        if not slot.jobs or self.timeout_s <= 0:
             return time.monotonic() + 3600.0
-        return slot.since + self.timeout_s
+        return slot.last_progress() + self.timeout_s
 
-    def _poll(self, slot: _Slot, running: dict[int, Job]) -> tuple[str | None, list[JobResult]]:
-        """Read every message a worker sent; returns (why it must be replaced or None, results)."""
+    def _poll(self, slot: _Slot) -> tuple[str | None, set[int] | None, list[JobResult]]:
+        """Read every message a worker sent; returns (why it must be replaced or None, the ids of
+        the jobs that raised or None, results)."""
         finished: list[JobResult] = []
         try:
             while slot.conn.poll():
@@ -321,25 +499,26 @@ class RobustPool:
                 elif kind == "fatal":
                     raise RlmtlError(message[1])
                 elif kind == "init_error":
-                    return f"worker initialisation failed: {message[1]}", finished
+                    return f"worker initialisation failed: {message[1]}", None, finished
+                elif kind == "service_error":
+                    return f"raised {message[2]}", set(message[1]), finished
                 else:
                     job_id, status, value = message
-                    job = running.pop(job_id)
-                    slot.job = None
-                    if status == "ok":
-                        finished.append(JobResult(job.key, value, "", job.attempt))
-                    elif status == "fatal":
+                    if status == "fatal":
                         raise RlmtlError(value)
-                    else:
-                        slot.job = job  # replaced below, the job rerun
-                        return f"raised {value}", finished
+                    if status != "ok":
+                        return f"raised {value}", {job_id}, finished  # the worker is replaced, the job rerun
+                    job = slot.jobs.pop(job_id)
+                    slot.finished(job)
+                    slot.since = time.monotonic()
+                    finished.append(JobResult(job.key, value, "", job.attempt))
         except (EOFError, OSError):
             pass
         if not slot.process.is_alive():
             slot.process.join()
-            return f"worker process {_exit_description(slot.process.exitcode)}", finished
-        if slot.job is not None and self.timeout_s > 0 and time.monotonic() - slot.since > self.timeout_s:
-            return f"no result after {self.timeout_s:g} s (worker hung; killed)", finished
+            return f"worker process {_exit_description(slot.process.exitcode)}", None, finished
+        if slot.jobs and self.timeout_s > 0 and time.monotonic() - slot.last_progress() > self.timeout_s:
+            return f"no progress for {self.timeout_s:g} s (worker hung; killed)", None, finished
         if not slot.ready and time.monotonic() - slot.since > STARTUP_TIMEOUT_S:
-            return f"worker not ready after {STARTUP_TIMEOUT_S:g} s", finished
-        return None, finished
+            return f"worker not ready after {STARTUP_TIMEOUT_S:g} s", None, finished
+        return None, None, finished

@@ -76,6 +76,10 @@ def test_crashed_and_hung_workers_are_replaced_and_each_episode_counted_once(plu
         assert result["per_task"][task]["failures"] == {k: kinds.count(k) for k in sorted(set(kinds))}
     log = list(read_log(run / "eval_episodes.jsonl"))
     assert len(log) == 12 and max(r["attempts"] for r in log) == 3  # beta 2 crashed twice, ran a third time
+    # each fault is charged to its own episode; the episodes batched with it reran at their attempt
+    attempts = {(r["task"], r["episode"]): r["attempts"] for r in log}
+    faulted = {("alpha", 1): 2, ("beta", 2): 3, ("gamma", 0): 2, ("gamma", 3): 2}
+    assert attempts == {(task, e): faulted.get((task, e), 1) for task in fault_plugin.TASKS for e in range(4)}
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -19,7 +19,10 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, cast
+from typing import Any, Generator, Iterator, cast
+
+import numpy as np
+import torch
 
 from rlmtl import __version__
 from rlmtl.build import agent_from_checkpoint, env_settings
@@ -27,6 +30,7 @@ from rlmtl.config import RunConfig, config_from_dict
 from rlmtl.data.dataset import renderer_warning
 from rlmtl.distributed import Ranks
 from rlmtl.envs import EnvSettings, ProcessEnvs, Suite, make_suite, scene_seed
+from rlmtl.envs.base import Observation
 from rlmtl.errors import CheckpointError, OutputError, RlmtlError
 from rlmtl.evaluation.episode_log import (
     EpisodeKey,
@@ -39,7 +43,7 @@ from rlmtl.evaluation.episode_log import (
     settings_digest,
 )
 from rlmtl.evaluation.results import EpisodeError, EvalResult, Slot, summarise
-from rlmtl.evaluation.rollout import EpisodeOutcome, run_episode
+from rlmtl.evaluation.rollout import EpisodeOutcome, rollout
 from rlmtl.evaluation.settings import EvalSettings
 from rlmtl.evaluation.shard import barrier, rank_group, shard
 from rlmtl.evaluation.videos import check_video_writer, write_videos
@@ -51,12 +55,14 @@ from rlmtl.training.checkpoint import CheckpointMeta, load_checkpoint, resolve_c
 _WORKER: dict[str, Any] = {}
 
 
-def _init_evaluator(checkpoint: str) -> None:
+def _init_evaluator(checkpoint: str, batch_rows: int, max_envs: int) -> None:
+    """Worker start: the agent, the envs it keeps (at most `max_envs`), the policy's batch size."""
     payload = load_checkpoint(checkpoint)
     _WORKER["checkpoint"] = checkpoint
     _WORKER["meta"] = payload["meta"]
     _WORKER["agent"] = agent_from_checkpoint(payload)
-    _WORKER["envs"] = ProcessEnvs()
+    _WORKER["envs"] = ProcessEnvs(max_envs=max_envs)
+    _WORKER["batch_rows"] = batch_rows
 
 
 def _close_evaluator() -> None:
@@ -66,12 +72,38 @@ def _close_evaluator() -> None:
         envs.close()
 
 
-def _episode_job(settings: EnvSettings, task_index: int, seed: int, video: bool) -> EpisodeOutcome:
-    """Worker job: one policy episode."""
-    _, env = _WORKER["envs"].get(settings)
-    agent = _WORKER["agent"]
-    outcome, _ = run_episode(env, lambda obs: agent.act(obs, task_index), seed, video=video)
+def _episode_job(
+    settings: EnvSettings, task_index: int, seed: int, video: bool
+) -> Generator[tuple[int, Observation], np.ndarray, EpisodeOutcome]:
+    """Worker job: one policy episode, on an env of its own. It yields (task index, observation)
+    and receives the action: the pool answers every running episode of the worker with one
+    policy call (`_act_for_all`)."""
+    envs = _WORKER["envs"]
+    env = envs.acquire(settings)
+    steps = rollout(env, seed, video=video)
+    try:
+        observation = next(steps)
+        while True:
+            observation = steps.send((yield task_index, observation))
+    except StopIteration as done:
+        outcome, _ = done.value
+    envs.release(env)
     return outcome
+
+
+def _act_for_all(requests: list[tuple[int, Observation]]) -> list[np.ndarray]:
+    """The pool's service: actions for the (task index, observation) of every running episode,
+    from ONE `act_batch` call. The batch is padded to a fixed `batch_rows` (at least 2), so an
+    episode's actions do not depend on how many other episodes, or which, share the call: CPU
+    matrix kernels round a single row differently from a batch, never a row by its neighbours."""
+    agent = _WORKER["agent"]
+    rows = max(_WORKER["batch_rows"], len(requests), 2)
+    padded = requests + [requests[-1]] * (rows - len(requests))
+    device = next(agent.parameters()).device
+    observations = {key: torch.as_tensor(np.stack([obs[key] for _, obs in padded]), device=device) for key in agent.obs_keys}
+    task_ids = torch.as_tensor([task for task, _ in padded], device=device)
+    actions = agent.act_batch(observations, task_ids).cpu().numpy()
+    return list(actions[: len(requests)])
 
 
 @dataclass(frozen=True)
@@ -271,7 +303,17 @@ def _run_episodes(
     log = EpisodeLog(log_path) if log_path is not None else None
     bar = progress_bar(len(jobs), "eval", "episode", progress)
     workers = min(resolve_workers(s.workers), len(jobs))
-    pool = RobustPool(workers, _init_evaluator, (str(checkpoint),), s.episode_timeout_s, s.max_episode_retries, _close_evaluator)
+    per_worker = min(s.envs_per_worker, -(-len(jobs) // workers), _simulators_per_process(jobs[0].settings))
+    pool = RobustPool(
+        workers,
+        _init_evaluator,
+        (str(checkpoint), per_worker, per_worker + len({job.settings for job in jobs})),  # an env per task, and a batch's worth more
+        s.episode_timeout_s,
+        s.max_episode_retries,
+        _close_evaluator,
+        jobs_per_worker=per_worker,
+        service=_act_for_all,
+    )
     by_slot = {job.slot: job for job in jobs}
     try:
         with pool:
@@ -286,6 +328,12 @@ def _run_episodes(
         bar.close()
         if log is not None:
             log.close()
+
+
+def _simulators_per_process(settings: EnvSettings) -> int:
+    """How many envs of this backend one process may hold (no limit: a large number)."""
+    limit = make_suite(settings.backend, settings.suite).simulators_per_process
+    return 1_000_000 if limit is None else limit
 
 
 def _record_result(

@@ -14,7 +14,7 @@ the env called a success.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 
@@ -30,7 +30,11 @@ NONFINITE_OBSERVATION = "nonfinite_observation"
 
 def _finite(observation: Observation) -> bool:
     """Every floating-point array of the observation is free of NaN and inf (images are uint8)."""
-    return all(np.isfinite(value).all() for value in observation.values() if np.issubdtype(np.asarray(value).dtype, np.floating))
+    for value in observation.values():
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return False
+    return True
 
 
 @dataclass
@@ -48,6 +52,22 @@ def run_episode(
     env: TaskEnv, policy: Policy, scene_seed: int, record: bool = False, video: bool = False
 ) -> tuple[EpisodeOutcome, Episode | None]:
     """Roll `policy` out from scene `scene_seed`; optionally record the steps and video frames."""
+    steps = rollout(env, scene_seed, record, video)
+    try:
+        observation = next(steps)
+        while True:
+            observation = steps.send(policy(observation))
+    except StopIteration as done:
+        return done.value
+
+
+def rollout(
+    env: TaskEnv, scene_seed: int, record: bool = False, video: bool = False
+) -> Generator[Observation, np.ndarray, tuple[EpisodeOutcome, Episode | None]]:
+    """One episode from scene `scene_seed`, driven from outside: it yields each observation the
+    policy must act on and receives the action [A]; it returns (outcome, the recorded episode or
+    None). `run_episode` drives it with a policy function; batched evaluation drives several at
+    once and answers them with one policy call."""
     observation, _ = env.reset(seed=scene_seed)
     steps: dict[str, list[np.ndarray]] = {key: [] for key in observation} if record else {}
     actions: list[np.ndarray] = []
@@ -59,7 +79,7 @@ def run_episode(
     failure = "" if _finite(observation) else NONFINITE_OBSERVATION
     step = 0
     while not (success or truncated or failure):
-        action = np.asarray(policy(observation), dtype=np.float32)
+        action = np.asarray((yield observation), dtype=np.float32)
         if not np.isfinite(action).all():
             failure = NONFINITE_ACTION
             break

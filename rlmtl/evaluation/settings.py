@@ -15,11 +15,12 @@ class EvalSettings:
 
     Built from a run's `eval` config section with `EvalSettings.from_config(config.eval, **changes)`,
     where `changes` are the caller's own choices (the trainer's `train.eval_episodes`, `rlmtl eval
-    --episodes/--workers/--video`, no progress bar in a background evaluation).
+    --episodes/--workers/--envs-per-worker/--video`, no progress bar in a background evaluation).
     """
 
     episodes_per_task: int
     workers: int = 0
+    envs_per_worker: int = 8
     seed: int = 0
     video: bool = False
     video_episodes: int = 1

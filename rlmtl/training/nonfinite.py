@@ -30,12 +30,12 @@ class NonFiniteMonitor:
 
     def record(self, bad: torch.Tensor, nonfinite_tasks: torch.Tensor, step: int) -> None:
         """`bad`: 0-dim bool, this step was skipped; `nonfinite_tasks` [K] bool; `step` = its number (1-based)."""
-        self.streak.copy_(torch.where(bad, self.streak + 1, 0))
-        self.streak_tasks.copy_(bad & (self.streak_tasks | nonfinite_tasks))
+        self.streak.mul_(bad).add_(bad)  # one more when skipped, else 0
+        self.streak_tasks.logical_or_(nonfinite_tasks).logical_and_(bad)
         self.skipped += bad
-        newly = (self.streak >= self.limit) & ~self.tripped
+        newly = (self.streak == self.limit) & ~self.tripped  # a streak equals the limit once, on the step it reaches it
         self.tripped_step.masked_fill_(newly, step)
-        self.tripped_tasks.copy_(torch.where(newly, self.streak_tasks, self.tripped_tasks))
+        self.tripped_tasks.logical_or_(newly & self.streak_tasks)
         self.tripped |= newly
 
     def take_skipped(self) -> int:

@@ -146,7 +146,9 @@ def build_parts(
     primary = [tasks.index(t) for t in config.weighting.primary_tasks]
     try:
         weighting = make_weighting(config.weighting.name, len(tasks), config.weighting.params).to(device)
-        balance = MultiTaskBackward.for_agent(agent, weighting, optimizer, primary_tasks=primary, reducer=ranks, skip_nonfinite=True)
+        balance = MultiTaskBackward.for_agent(
+            agent, weighting, optimizer, primary_tasks=primary, reducer=ranks, skip_nonfinite=True, grad_clip=cfg.grad_clip
+        )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"weighting {config.weighting.name!r}: {error}") from None
     if cfg.batch_per_task % ranks.world_size:
@@ -163,4 +165,4 @@ def build_parts(
     sampler = sampler_with_seed(cfg.seed)
     val_sampler = sampler_with_seed(cfg.seed + 1) if weighting.requirements.val_batch else None
     nonfinite = NonFiniteMonitor(len(tasks), cfg.max_nonfinite_steps, device)
-    return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, cfg.grad_clip)
+    return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite)

@@ -1,8 +1,9 @@
 """One training step, top to bottom.
 
     batch (task-balanced, [K, B])  ->  before-update hooks (the TAG probe)
-    -> the weighting engine: K losses (or K gradients), the method's combination, .grad of every parameter
-    -> gradient clipping  ->  optimizer step (skipped on the device when non-finite)  ->  lr schedule
+    -> the weighting engine: K losses (or K gradients), the method's combination, .grad of every
+       parameter, clipped to `train.grad_clip` with the norm its non-finite check takes
+    -> optimizer step (skipped on the device when non-finite)  ->  lr schedule
     -> the engine's post-step update (FAMO's losses after the step, ...)  ->  non-finite bookkeeping
 
 Nothing here reads a tensor on the host: losses and weights come back as device tensors, NaN on a
@@ -39,25 +40,22 @@ class TrainingParts:
     sampler: TaskBalancedSampler | StreamingSampler
     val_sampler: TaskBalancedSampler | StreamingSampler | None  # a second batch, for methods that read one
     nonfinite: NonFiniteMonitor
-    grad_clip: float  # max global gradient norm; 0 = off
     before_update: list[BeforeUpdate] = field(default_factory=list)
 
 
 def train_step(parts: TrainingParts) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step; returns (losses [K], weights [K]) as device tensors, NaN when skipped."""
-    parts.agent.train()
+    if not parts.agent.training:  # Module.train() walks every submodule: only when something switched it
+        parts.agent.train()
     batch = parts.sampler.sample()
     for hook in parts.before_update:
         hook(parts.balance.steps, batch)
     val_batch = parts.val_sampler.sample() if parts.val_sampler is not None and parts.balance.needs_val_batch() else None
     parts.optimizer.zero_grad(set_to_none=True)
     losses, result = parts.balance.backward(batch=batch, val_batch=val_batch)
-    if parts.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(parts.agent.parameters(), parts.grad_clip)
     parts.balance.optimizer_step()
     parts.scheduler.step()
     parts.balance.after_step()
     skipped = parts.balance.skipped
     parts.nonfinite.record(skipped, parts.balance.nonfinite_tasks, parts.balance.steps)
-    nan = torch.full_like(losses, float("nan"))
-    return torch.where(skipped, nan, losses), torch.where(skipped, nan, result.weights.detach().to(losses.dtype))
+    return torch.where(skipped, float("nan"), losses), torch.where(skipped, float("nan"), result.weights.detach().to(losses.dtype))

@@ -35,6 +35,7 @@ optimizer (`optimizer.found_inf`, as GradScaler does) to skip the update.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable, Iterable, Protocol, Sequence, Union
 
@@ -76,6 +77,9 @@ class MultiTaskBackward:
             optimizer to skip the step) and keep the method's state unchanged on such steps.
         task_losses: (batch) -> [K] losses with their graph; then `backward(batch=...)` and
             `after_step()` compute the losses (and the post-step losses) themselves.
+        grad_clip: clip the final gradients to this global norm at the end of `backward` (what
+            `torch.nn.utils.clip_grad_norm_` after it would do, sharing the one norm the
+            non-finite check takes); 0 = off.
     """
 
     def __init__(
@@ -92,7 +96,11 @@ class MultiTaskBackward:
         reducer: Reducer | None = None,
         skip_nonfinite: bool = False,
         task_losses: Callable[[Any], torch.Tensor] | None = None,
+        grad_clip: float = 0.0,
     ) -> None:
+        if not math.isfinite(grad_clip) or grad_clip < 0:
+            raise ValueError(f"grad_clip must be a finite number >= 0 (0 = off), got {grad_clip}")
+        self.grad_clip = float(grad_clip)
         self.weighting = weighting
         self.task_losses = task_losses
         self.shared_parameters = list(shared_parameters)
@@ -137,6 +145,7 @@ class MultiTaskBackward:
         primary_tasks: Sequence[int] | None = None,
         reducer: Reducer | None = None,
         skip_nonfinite: bool = False,
+        grad_clip: float = 0.0,
     ) -> "MultiTaskBackward":
         """The engine for an agent (agents/base.py `MultiTaskAgent`): its batched per-task gradients
         (one vmapped backward), its losses at other parameters for lookahead methods, its losses
@@ -156,6 +165,7 @@ class MultiTaskBackward:
             reducer=reducer,
             skip_nonfinite=skip_nonfinite,
             task_losses=agent.task_losses,
+            grad_clip=grad_clip,
         )
 
     def needs_val_batch(self) -> bool:
@@ -249,7 +259,7 @@ class MultiTaskBackward:
                 bad = bad | ~torch.isfinite(task_grads.sum())
                 if self.weighting.needs_finite_task_grads:  # solvers: a [K, P] copy per step, only for them
                     task_grads = torch.where(bad, self._stand_in(task_grads), task_grads)
-            method_losses = torch.where(bad, torch.ones_like(mean_losses), method_losses)
+            method_losses = torch.where(bad, 1.0, method_losses)
         context = StepContext(
             step=self.steps,
             lr=self._lr(),
@@ -273,11 +283,22 @@ class MultiTaskBackward:
             self._write_grads(result, task_grads, head_grads, losses)
             if head_grads is None:  # heads took this rank's autograd gradients
                 self._mean_in_place([p.grad for p in self.task_parameters if p.grad is not None])
-        if bad is not None:
-            grads = [p.grad for p in (*self.shared_parameters, *self.task_parameters) if p.grad is not None]
-            total = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=mean_losses.device)
-            self.found_inf = (bad | ~torch.isfinite(total)).to(torch.float32)
+        if bad is not None or self.grad_clip > 0:
+            self._check_and_clip(bad, mean_losses.device)
         return mean_losses, result
+
+    def _check_and_clip(self, bad: torch.Tensor | None, device: torch.device) -> None:
+        """One global norm of the final gradients: clip to `grad_clip` with it, and (with
+        `skip_nonfinite`) set `found_inf` when it, or `bad`, says the step is non-finite."""
+        params = [p for p in (*self.shared_parameters, *self.task_parameters) if p.grad is not None]
+        if not params:
+            total = torch.zeros((), device=device)
+        else:
+            total = torch.nn.utils.get_total_norm([p.grad for p in params])
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, total)
+        if bad is not None:
+            self.found_inf = (bad | ~torch.isfinite(total)).to(torch.float32)
 
     def after_step(self, losses_after: Losses | None = None) -> None:
         """Call after optimizer.step(); `losses_after` [K] (same batches, updated model) if the method

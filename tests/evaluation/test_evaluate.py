@@ -29,7 +29,10 @@ def test_parallel_evaluation_equals_serial(tiny_config_file, tmp_path):
     path = tiny_config_file()
     collect(load_config(path), progress=False)
     run = train(load_config(path), progress=False)
-    serial = evaluate_checkpoint(run.run_dir, EvalSettings(episodes_per_task=3, workers=1, progress=False))
-    parallel = evaluate_checkpoint(run.run_dir, EvalSettings(episodes_per_task=3, workers=2, progress=False))
-    assert serial["episodes"] == parallel["episodes"]
-    assert serial["per_task"] == parallel["per_task"]
+    serial = evaluate_checkpoint(run.run_dir, EvalSettings(episodes_per_task=3, workers=1, envs_per_worker=1, progress=False))
+    for workers, envs in ((2, 1), (1, 4), (2, 3)):  # batched: one policy call per step for a worker's envs
+        parallel = evaluate_checkpoint(
+            run.run_dir, EvalSettings(episodes_per_task=3, workers=workers, envs_per_worker=envs, progress=False)
+        )
+        assert serial["episodes"] == parallel["episodes"], (workers, envs)
+        assert serial["per_task"] == parallel["per_task"]

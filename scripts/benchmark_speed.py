@@ -1,0 +1,254 @@
+#!/usr/bin/env python
+"""rlmtl's overhead, each part measured side by side with the plain code it stands for, in one
+process, interleaved in rounds (the median of the per-round ratios is printed):
+
+- train: rlmtl's training step (`Trainer.train_step` on CONFIG, default configs/mt10.yaml) against
+  a plain PyTorch loop of the same model written here without rlmtl: the same MLP on the state and
+  a one-hot task id, K linear heads as one batched matmul, per-task MSE of tanh outputs against
+  actions scaled to [-1, 1], fused AdamW, gradient clipping, batches drawn from the same tensors;
+- eval: `evaluate_checkpoint` with 1 worker against a bare loop in this process over the same
+  tasks, scene seeds and steps (each env built once, then `reset` and the raw Meta-World
+  `env.step` replaying the actions the policy took, recorded beforehand and not timed); then 2
+  workers against 1 (the env steps per second of each, the worker start-up included);
+- standalone: `scripts/bench_standalone.py` (the task-gradient methods given a list of losses,
+  against uniform, on a `ModuleList` model).
+
+    python scripts/benchmark_speed.py [CONFIG] [--only train,eval,standalone] [--checkpoint RUN_OR_CKPT]
+        [--rounds 15] [--train-steps 40] [--eval-episodes 50] [--eval-rounds 2]
+
+The evaluation uses the given checkpoint, else the main job's run folder when it exists, else a
+model trained here for 3,000 steps (the episode lengths are then those of that policy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------- train
+class PlainLoop:
+    """The plain PyTorch loop of the default agent, on the same data tensors as the trainer."""
+
+    def __init__(self, trainer, seed: int = 0) -> None:
+        cfg, agent, flat = trainer.config, trainer.parts.agent, trainer.parts.sampler.flat
+        k = len(trainer.parts.tasks)
+        torch.manual_seed(seed)
+        state_dim = flat.observations["state"].shape[1]
+        widths = [state_dim + k] + [cfg.agent.hidden_dim] * cfg.agent.num_layers
+        layers: list[torch.nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+        self.trunk = torch.nn.Sequential(*layers)
+        action_dim = flat.actions.shape[1]
+        bound = 1 / cfg.agent.hidden_dim**0.5
+        self.head_w = torch.nn.Parameter(torch.empty(k, cfg.agent.hidden_dim, action_dim).uniform_(-bound, bound))
+        self.head_b = torch.nn.Parameter(torch.empty(k, 1, action_dim).uniform_(-bound, bound))
+        self.params = [*self.trunk.parameters(), self.head_w, self.head_b]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=True)
+        self.grad_clip = cfg.train.grad_clip
+        self.states, self.actions = flat.observations["state"], flat.actions
+        self.counts, self.offsets = flat.counts, flat.offsets
+        self.mean, self.std = agent.obs_mean[:, None].clone(), agent.obs_std[:, None].clone()
+        self.center, self.scale = agent.action_center[:, None].clone(), agent.action_scale[:, None].clone()
+        self.onehot = torch.eye(k)
+        self.k, self.batch = k, cfg.train.batch_per_task
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def step(self) -> torch.Tensor:
+        k, b = self.k, self.batch
+        rows = (torch.rand(k, b, generator=self.generator, dtype=torch.float64) * self.counts[:, None]).long() + self.offsets[:, None]
+        x = torch.cat([(self.states[rows] - self.mean) / self.std, self.onehot[:, None].expand(k, b, k)], dim=-1)
+        features = self.trunk(x.reshape(k * b, -1)).reshape(k, b, -1)
+        prediction = torch.tanh(torch.baddbmm(self.head_b, features, self.head_w))
+        target = ((self.actions[rows] - self.center) / self.scale).clamp(-1, 1)
+        losses = (prediction - target).pow(2).mean(dim=(1, 2))
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        return losses
+
+
+def timed(step, steps: int) -> float:
+    """Seconds for `steps` calls of `step` (the last result read, so the device has finished)."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = step()
+    out = out[0] if isinstance(out, tuple) else out
+    out.sum().item()
+    return time.perf_counter() - start
+
+
+def bench_train(config, rounds: int, steps: int) -> None:
+    from rlmtl.data.collect import collect
+    from rlmtl.training.trainer import Trainer
+
+    collect(config, progress=False)
+    trainer = Trainer(config, progress=False)
+    if config.agent.obs_keys != ["state"] or config.agent.lowdim_encoder != "mlp" or config.agent.head_hidden_dim:
+        raise SystemExit("benchmark_speed.py train: the plain loop is written for the state MLP agent with linear heads")
+    plain = PlainLoop(trainer, config.train.seed)
+    for _ in range(20):  # warm-up
+        trainer.train_step()
+        plain.step()
+    ratios, rlmtl_rates, plain_rates = [], [], []
+    for index in range(rounds):  # the order alternates, so neither side always runs on a cache the other warmed
+        if index % 2:
+            theirs, mine = timed(plain.step, steps), timed(trainer.train_step, steps)
+        else:
+            mine, theirs = timed(trainer.train_step, steps), timed(plain.step, steps)
+        ratios.append(theirs / mine)
+        rlmtl_rates.append(steps / mine)
+        plain_rates.append(steps / theirs)
+    trainer.release()
+    print(
+        f"training step: rlmtl {statistics.median(rlmtl_rates):.0f} steps/s, plain loop {statistics.median(plain_rates):.0f} steps/s: "
+        f"{statistics.median(ratios):.2f}x the plain loop's throughput (median of {rounds} rounds of {steps} steps, "
+        f"range {min(ratios):.2f}-{max(ratios):.2f}; batch {config.train.batch_per_task}x{len(trainer.parts.tasks)}, "
+        f"{torch.get_num_threads()} torch threads)"
+    )
+
+
+# ---------------------------------------------------------------------------------------- eval
+def record_actions(checkpoint: str, episodes: list[dict]) -> list[tuple[dict, np.ndarray]]:
+    """Each episode's actions, from the checkpoint's policy in this process (not timed): the policy
+    batch is padded as in the workers, so these are the actions `rlmtl eval` took."""
+    from rlmtl.build import env_settings
+    from rlmtl.config import config_from_dict
+    from rlmtl.envs import make_suite
+    from rlmtl.evaluation import evaluate as evaluator
+    from rlmtl.training.checkpoint import resolve_checkpoint
+
+    evaluator._init_evaluator(str(resolve_checkpoint(checkpoint)), 8, 1)
+    config = config_from_dict(evaluator._WORKER["meta"]["config"])
+    tasks = evaluator._WORKER["meta"]["tasks"]
+    suite = make_suite(config.env.backend, config.env.suite)
+    recorded = []
+    for row in episodes:
+        env = suite.make_env(env_settings(config, row["task"]))
+        observation, _ = env.reset(seed=row["scene_seed"])
+        actions = []
+        for _ in range(row["steps"]):
+            actions.append(evaluator._act_for_all([(tasks.index(row["task"]), observation)])[0])
+            observation = env.step(actions[-1])[0]
+        env.close()
+        recorded.append((row, np.stack(actions) if actions else np.zeros((0, 4), np.float32)))
+    evaluator._close_evaluator()
+    return recorded
+
+
+def bare_env_loop(checkpoint: str, recorded: list[tuple[dict, np.ndarray]]) -> float:
+    """Seconds to build each task's env once and replay every episode's actions with the raw
+    Meta-World `env.step` (after rlmtl's seeded `reset`): the simulator's work alone."""
+    from rlmtl.build import env_settings
+    from rlmtl.config import config_from_dict
+    from rlmtl.envs import make_suite
+    from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint
+
+    config = config_from_dict(load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["config"])
+    suite = make_suite(config.env.backend, config.env.suite)
+    start = time.perf_counter()
+    envs = {}
+    for row, actions in recorded:
+        env = envs.get(row["task"])
+        if env is None:
+            env = envs[row["task"]] = suite.make_env(env_settings(config, row["task"]))
+        env.reset(seed=row["scene_seed"])
+        raw = env._env  # the Meta-World env under rlmtl's wrapper
+        for action in np.clip(actions.astype(np.float64), -1.0, 1.0):
+            raw.step(action)
+    elapsed = time.perf_counter() - start
+    for env in envs.values():
+        env.close()
+    return elapsed
+
+
+def rlmtl_eval(checkpoint: str, episodes_per_task: int, workers: int) -> tuple[float, list[dict]]:
+    from rlmtl.evaluation.evaluate import evaluate_checkpoint
+    from rlmtl.evaluation.settings import EvalSettings
+
+    start = time.perf_counter()
+    result = evaluate_checkpoint(checkpoint, EvalSettings(episodes_per_task=episodes_per_task, workers=workers, progress=False))
+    assert result is not None
+    return time.perf_counter() - start, result["episodes"]
+
+
+def bench_eval(checkpoint: str, episodes_per_task: int, rounds: int) -> None:
+    vs_bare, vs_one, rates = [], [], {"bare": [], 1: [], 2: []}
+    recorded = None
+    for _ in range(rounds):
+        one, episodes = rlmtl_eval(checkpoint, episodes_per_task, 1)
+        steps = sum(row["steps"] for row in episodes)
+        recorded = recorded or record_actions(checkpoint, episodes)
+        bare = bare_env_loop(checkpoint, recorded)
+        two, _ = rlmtl_eval(checkpoint, episodes_per_task, 2)
+        vs_bare.append(bare / one)
+        vs_one.append(one / two)
+        for key, seconds in (("bare", bare), (1, one), (2, two)):
+            rates[key].append(steps / seconds)
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    print(
+        f"evaluation ({checkpoint}, {episodes_per_task} episodes per task, {steps:,} env steps): 1 worker {median[1]:,.0f} env steps/s, "
+        f"bare env.step loop {median['bare']:,.0f} steps/s: {statistics.median(vs_bare):.2f}x the bare loop "
+        f"(range {min(vs_bare):.2f}-{max(vs_bare):.2f}); 2 workers {median[2]:,.0f} steps/s: {statistics.median(vs_one):.2f}x 1 worker "
+        f"(range {min(vs_one):.2f}-{max(vs_one):.2f}; median of {rounds} rounds, worker start-up included)"
+    )
+
+
+def eval_checkpoint(config_path: str, given: str | None, folder: Path) -> str:
+    from rlmtl.config import load_config
+    from rlmtl.training.trainer import train
+
+    if given:
+        return given
+    main_run = ROOT / "runs" / "mt10-uniform-seed0"
+    if (main_run / "checkpoints" / "last").is_file():
+        return str(main_run)
+    config = load_config(config_path, [f"out_dir={folder / 'runs'}", "name=bench-eval", "train.steps=3000", "train.checkpoint_every=3000"])
+    return str(train(config, progress=False).run_dir)
+
+
+def main() -> int:
+    from rlmtl.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "mt10.yaml"))
+    parser.add_argument("--only", default="train,eval,standalone", help="comma-separated parts: train, eval, standalone")
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--rounds", type=int, default=15, help="rounds of the training comparison")
+    parser.add_argument("--train-steps", type=int, default=40, help="steps of each side per round")
+    parser.add_argument("--eval-episodes", type=int, default=50, help="per task")
+    parser.add_argument("--eval-rounds", type=int, default=2)
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    unknown = parts - {"train", "eval", "standalone"}
+    if unknown:
+        parser.error(f"--only: unknown part(s) {sorted(unknown)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config = load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench-speed"])
+        if "train" in parts:
+            bench_train(config, args.rounds, args.train_steps)
+        if "eval" in parts:
+            bench_eval(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes, args.eval_rounds)
+    if "standalone" in parts:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import bench_standalone
+
+        sys.argv = [sys.argv[0]]
+        return bench_standalone.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
