@@ -336,6 +336,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    """With CONFIG: the resolved config (its base files and the overrides applied) as YAML, as the trainer
+    saves it in a run's config.yaml; without: every key with its default and help."""
+    if args.config is not None:
+        from rlmtl.config import config_to_yaml
+
+        print(config_to_yaml(_load(args)), end="")
+        return 0
+    return _print_config_reference()
+
+
+def _print_config_reference() -> int:
     from rlmtl.config import field_help
 
     for key, default, text in field_help():
@@ -482,7 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("config", help="list every config key with its default and help")
+    p = sub.add_parser(
+        "config",
+        help="print the resolved config of CONFIG (base files and overrides applied), or without CONFIG every key with its default and help",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config file; omit it for the reference of every key")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=2000 weighting.name=uniform")
     p.set_defaults(func=cmd_config)
     return parser
 
@@ -498,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from rlmtl.plugins import load_plugins
 
-        load_plugins()  # RLMTL_PLUGINS: user modules that register backends, encoders, weightings
+        load_plugins()  # `rlmtl.plugins` entry points and RLMTL_PLUGINS modules: they register backends, encoders, weightings
         return args.func(args)
     except RlmtlError as error:
         print(f"rlmtl {args.command}: error: {error}", file=sys.stderr)

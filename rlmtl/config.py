@@ -1,7 +1,8 @@
 """One typed config that fully describes a run.
 
-Configs are nested dataclasses loaded from YAML (`configs/*.yaml`) with dotted command-line
-overrides (`train.steps=2000 weighting.name=uniform`). Keys are locked: an unknown key or a value
+Configs are nested dataclasses loaded from YAML (`configs/*.yaml`, which may build on another file
+through a top-level `base:` key, see rlmtl/config_files.py) with dotted command-line overrides
+(`train.steps=2000 weighting.name=uniform`). Keys are locked: an unknown key or a value
 of the wrong type is a `ConfigError` that names the file and the key. Every field carries a
 `help` text, so `rlmtl config` documents the run.
 
@@ -9,7 +10,7 @@ Two sections belong to plug-ins and are typed by them: `env.options` is built in
 class of `env.backend` (`Backend.options_class`, looked up in the backend registry), and
 `weighting.params` is checked against the parameter class of `weighting.name`
 (`Weighting.params_class()`, generated from the method's constructor). Both registries are read
-at load time, after the CLI has imported the `RLMTL_PLUGINS` modules.
+at load time, after the CLI has loaded the plugins (`rlmtl.plugins` entry points, `RLMTL_PLUGINS` modules).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from rlmtl.config_files import read_config_file, safe_load_without_aliases, yaml_problem
 from rlmtl.config_plugins import check_weighting_name, env_options, options_class_of, weighting_params
 from rlmtl.config_values import check_value
 from rlmtl.errors import ConfigError
@@ -252,62 +254,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return merged
 
 
-MAX_CONFIG_BYTES = 1 << 20
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases: a few hundred bytes of nested aliases (a "billion laughs" file) expand
-    to gigabytes once the config is copied or checked; configs never need them."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.constructor.ConstructorError(
-                None, None, f"alias *{event.anchor} (aliases are not accepted in configs)", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-def yaml_problem(error: yaml.YAMLError) -> str:
-    """A YAML error on one line: what is wrong and where (line, column)."""
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    mark = getattr(error, "problem_mark", None)
-    return f"{problem}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
-
-
-def safe_load_without_aliases(text: str) -> Any:
-    """`yaml.safe_load` that refuses aliases (see `_NoAliasLoader`)."""
-    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
-
-
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config file (or the defaults when `path` is None) and apply overrides."""
+    """Load a YAML config file, composed with its `base` files (rlmtl/config_files.py), or the defaults
+    when `path` is None, and apply overrides."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size} bytes is not a config (at most {MAX_CONFIG_BYTES})")
-        try:
-            loaded = safe_load_without_aliases(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({yaml_problem(error)})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a text file") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        data = loaded
+        data, chain = read_config_file(path)
+        source = str(chain[0]) + (f" (base {', '.join(str(p) for p in chain[1:])})" if len(chain) > 1 else "")
     if overrides:
         data = apply_overrides(data, overrides)
         source = f"{source} + overrides"
     config = config_from_dict(data, source)
     validate(config, source)
     return config
+
+
+def config_to_yaml(config: RunConfig) -> str:
+    """The resolved config as YAML, as a run's config.yaml holds it (below its provenance comment)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
 def validate(config: RunConfig, source: str = "config") -> None:

@@ -1,8 +1,8 @@
 """The two config sections typed by plug-ins: `env.options`, built into the options class of
 `env.backend` (`Backend.options_class`, from the backend registry), and `weighting.params`, checked
 against the parameter class of `weighting.name` (`Weighting.params_class()`). Both registries are
-read at load time, after the CLI has imported the `RLMTL_PLUGINS` modules; no backend or method is
-named here."""
+read at load time, after the CLI has loaded the plugins (`rlmtl.plugins` entry points and `RLMTL_PLUGINS`
+modules); no backend or method is named here."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from rlmtl.distributed import Ranks
 from rlmtl.errors import CheckpointError
 from rlmtl.tag.probe import AffinityProbe
 from rlmtl.training.checkpoint import CheckpointMeta, CheckpointPayload, RngState
+from rlmtl.training.schedule import load_schedule_state, schedule_state_problem
 from rlmtl.training.step import TrainingParts
 
 
@@ -57,7 +58,8 @@ def training_payload(
 
 
 def check_resumable(payload: CheckpointPayload, meta: CheckpointMeta, path: Path) -> None:
-    """The checkpoint must come from the same tasks, shapes, dataset, agent and weighting config."""
+    """The checkpoint must come from the same tasks, shapes, dataset, agent and weighting config, and hold a
+    learning-rate schedule state the config's schedule can continue."""
     saved = payload["meta"]
     for key in ("tasks", "obs_shapes", "action_dim"):
         if saved.get(key) != meta.get(key):
@@ -73,13 +75,16 @@ def check_resumable(payload: CheckpointPayload, meta: CheckpointMeta, path: Path
     for section in ("agent", "weighting"):
         if saved["config"][section] != meta["config"][section]:
             raise CheckpointError(f"{path}: checkpoint was trained with another {section} config")
+    problem = schedule_state_problem(payload.get("scheduler"), int(meta["config"]["train"]["warmup_steps"]))
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
 
 
 def restore_training(parts: TrainingParts, payload: CheckpointPayload, probe: AffinityProbe | None) -> None:
     """Load a checked payload into the parts (the engine's step count included) and the probe."""
     parts.agent.load_state_dict(payload["model"])
     parts.optimizer.load_state_dict(payload["optimizer"])
-    parts.scheduler.load_state_dict(payload["scheduler"])
+    load_schedule_state(parts.scheduler, payload["scheduler"])  # also the LambdaLR state of older checkpoints
     parts.weighting.load_state_dict(payload["weighting"])
     parts.sampler.load_state_dict(payload["sampler"])
     if parts.val_sampler is not None and payload.get("val_sampler"):
