@@ -165,7 +165,10 @@ class MultiTaskBC(nn.Module):
         return (prediction - target).pow(2).mean(dim=(1, 2))
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.task_losses(batch)
+        """The K losses as `functional_call(agent, params, (batch,))` evaluates them at other
+        parameters (lookahead methods): the vmapped per-task form, so those methods see the losses
+        they saw before `task_losses` gained its direct path."""
+        return self.task_losses(batch, self.parameter_tree())
 
     def per_task_gradients(self, batch: Batch, params: dict[str, Any] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         """Every task's loss and gradient, each from its own batch, in one vmapped backward.

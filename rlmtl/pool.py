@@ -30,7 +30,8 @@ attempts. The worker marks, in memory it shares with the parent, which job it is
 worker that crashes or hangs is charged to that job (attempt + 1), or to every job it held when it
 died inside `service`, and the other jobs it held are run again from the start at the attempt they
 had. A hang is `timeout_s` without progress: no job started, advanced or finished (for plain jobs,
-one at a time, that is a job running longer than `timeout_s`). Workers import the `RLMTL_PLUGINS` modules, use one torch
+one at a time, that is a job running longer than `timeout_s`). Workers load the plugins (the `rlmtl.plugins` entry points and the
+`RLMTL_PLUGINS` modules), use one torch
 thread each, and die with the parent: an idle worker sees its pipe close, and on Linux the kernel
 kills a busy one (PR_SET_PDEATHSIG) when the parent dies, even by SIGKILL.
 

@@ -89,8 +89,8 @@ def bench_probe(config, steps: int, every: int, rounds: int = 5) -> float:
 
     from rlmtl.training.trainer import Trainer
 
-    plain = Trainer(replace(config, name="bench-plain", affinity=replace(config.affinity, probe_every=0)), progress=False)
-    probed = Trainer(replace(config, name="bench-probe", affinity=replace(config.affinity, probe_every=every)), progress=False)
+    plain = Trainer(replace(config, name=f"bench-plain-{every}", affinity=replace(config.affinity, probe_every=0)), progress=False)
+    probed = Trainer(replace(config, name=f"bench-probe-{every}", affinity=replace(config.affinity, probe_every=every)), progress=False)
     ratios = []
     for _ in range(rounds):
         times = []
@@ -101,6 +101,8 @@ def bench_probe(config, steps: int, every: int, rounds: int = 5) -> float:
             losses.sum().item()
             times.append(time.perf_counter() - start)
         ratios.append(times[1] / times[0])
+    plain.release()
+    probed.release()
     return statistics.median(ratios)
 
 
