@@ -39,19 +39,20 @@ class TaskHeads(nn.Module):
 
     def forward_all(self, features: torch.Tensor) -> torch.Tensor:
         """features [K, B, F] -> [K, B, A], head k on row k: one batched matmul per layer."""
-        x = features
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias, x, weight)
-            if layer < len(self.weights) - 1:
-                x = torch.relu(x)
-        return x
+        return _apply_stacked(list(self.weights), list(self.biases), features)
 
     def forward_select(self, features: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         """features [N, F], task_ids [N] -> [N, A], each sample through its own task's head (one
         batched matmul per layer with every sample's head gathered)."""
-        x = features.unsqueeze(1)
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias[task_ids], x, weight[task_ids])
-            if layer < len(self.weights) - 1:
-                x = torch.relu(x)
-        return x.squeeze(1)
+        weights = [weight[task_ids] for weight in self.weights]
+        biases = [bias[task_ids] for bias in self.biases]
+        return _apply_stacked(weights, biases, features.unsqueeze(1)).squeeze(1)
+
+
+def _apply_stacked(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """G heads at once: x [G, B, F] -> [G, B, A], head g (weights[l][g] [in, out], biases[l][g] [1, out]) on row g."""
+    for layer, (weight, bias) in enumerate(zip(weights, biases)):
+        x = torch.baddbmm(bias, x, weight)
+        if layer < len(weights) - 1:
+            x = torch.relu(x)
+    return x

@@ -296,13 +296,12 @@ class _Slot:
                 return None
         else:
             job = pending.take(self.recent[:1])
-        if job.group in self.recent:
-            self.recent.remove(job.group)
-        self.recent.insert(0, job.group)
+        self.remember_group(job)
         return job
 
-    def finished(self, job: Job) -> None:
-        """A job of its ended: its group's env is the one free now."""
+    def remember_group(self, job: Job) -> None:
+        """A job of its started or ended: its group moves to the front of `recent` (when it ended,
+        its env is the one free now)."""
         if job.group in self.recent:
             self.recent.remove(job.group)
         self.recent.insert(0, job.group)
@@ -521,7 +520,7 @@ class RobustPool:
                     if status != "ok":
                         return f"raised {value}", {job_id}, finished  # the worker is replaced, the job rerun
                     job = slot.jobs.pop(job_id)
-                    slot.finished(job)
+                    slot.remember_group(job)
                     slot.since = time.monotonic()
                     finished.append(JobResult(job.key, value, "", job.attempt))
         except (EOFError, OSError):

@@ -63,6 +63,7 @@ def _init_evaluator(checkpoint: str, batch_rows: int, max_envs: int) -> None:
     _WORKER["agent"] = agent_from_checkpoint(payload)
     _WORKER["envs"] = ProcessEnvs(max_envs=max_envs)
     _WORKER["batch_rows"] = batch_rows
+    _WORKER["device"] = next(_WORKER["agent"].parameters()).device
 
 
 def _close_evaluator() -> None:
@@ -99,7 +100,7 @@ def _act_for_all(requests: list[tuple[int, Observation]]) -> list[np.ndarray]:
     agent = _WORKER["agent"]
     rows = max(_WORKER["batch_rows"], len(requests), 2)
     padded = requests + [requests[-1]] * (rows - len(requests))
-    device = next(agent.parameters()).device
+    device = _WORKER["device"]
     observations = {key: torch.as_tensor(np.stack([obs[key] for _, obs in padded]), device=device) for key in agent.obs_keys}
     task_ids = torch.as_tensor([task for task, _ in padded], device=device)
     actions = agent.act_batch(observations, task_ids).cpu().numpy()

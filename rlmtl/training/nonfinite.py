@@ -33,7 +33,7 @@ class NonFiniteMonitor:
         self.streak.mul_(bad).add_(bad)  # one more when skipped, else 0
         self.streak_tasks.logical_or_(nonfinite_tasks).logical_and_(bad)
         self.skipped += bad
-        newly = (self.streak == self.limit) & ~self.tripped  # a streak equals the limit once, on the step it reaches it
+        newly = (self.streak >= self.limit) & ~self.tripped
         self.tripped_step.masked_fill_(newly, step)
         self.tripped_tasks.logical_or_(newly & self.streak_tasks)
         self.tripped |= newly
