@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from rlmtl.atomic import write_text_atomic
 from rlmtl.build import resolve_device
-from rlmtl.config import RunConfig, config_to_dict
+from rlmtl.config import RunConfig, config_to_yaml
 from rlmtl.distributed import Ranks, shutdown
 from rlmtl.envs import make_suite
 from rlmtl.errors import CheckpointError, ConfigError
@@ -89,7 +88,7 @@ class Trainer:
                 self._resume()
             if self.ranks.is_main:  # after the resume checks: a refused --resume leaves the run's config alone
                 header = f"# written by {provenance_line()}\n"
-                write_text_atomic(self.run_dir / "config.yaml", header + yaml.safe_dump(config_to_dict(config), sort_keys=False))
+                write_text_atomic(self.run_dir / "config.yaml", header + config_to_yaml(config))
             weighting_state = list(self.parts.weighting.state_dict().values())
             self.ranks.broadcast_([*self.parts.agent.parameters(), *weighting_state])  # same start on every rank
         except BaseException:  # nothing of this run started: leave its folder unlocked
