@@ -8,6 +8,7 @@ turns an `RlmtlError` into one line on stderr and its exit code (rlmtl/errors.py
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -504,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not faulthandler.is_enabled():
+        faulthandler.enable()  # a native crash (simulator, collective) prints every thread's Python stack
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # overrides may also follow options: `rlmtl train CONFIG --resume train.steps=10`

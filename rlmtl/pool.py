@@ -141,8 +141,8 @@ class _WorkerSetup:
 
 
 def _worker_main(conn: Connection, setup: _WorkerSetup, progress: Any) -> None:
-    """Worker loop: initializer, then `(job_id, fn, args)` messages until None or the pipe closes;
-    then the finalizer (e.g. shutting the worker's simulators down)."""
+    """Worker loop: initializer, then lists of `(job_id, fn, args)` (jobs to start together) until
+    None or the pipe closes; then the finalizer (e.g. shutting the worker's simulators down)."""
     try:
         _serve(conn, setup, progress)
     finally:
@@ -180,13 +180,13 @@ def _serve(conn: Connection, setup: _WorkerSetup, progress: Any) -> None:
     running: Running = {}
     try:
         while True:
-            while not running or conn.poll():  # wait for a job when idle; else take only those already sent
+            while not running or conn.poll():  # wait for jobs when idle; else take only those already sent
                 message = conn.recv()
                 if message is None:
                     return
-                job_id, fn, args = message
-                _mark(progress, job_id)
-                _start(conn, running, job_id, fn, args)
+                for job_id, fn, args in message:
+                    _mark(progress, job_id)
+                    _start(conn, running, job_id, fn, args)
             _mark(progress, 0)
             jobs = list(running)
             try:
@@ -445,6 +445,7 @@ class RobustPool:
         next_id = 0
         while remaining:
             for slot in self._slots:
+                handed: list[tuple[int, Callable[..., Any], tuple]] = []
                 while slot.ready and len(slot.jobs) < self.jobs_per_worker and pending:
                     job = slot.next_job(pending, per_group)
                     if job is None:
@@ -453,7 +454,9 @@ class RobustPool:
                     if not slot.jobs:
                         slot.since = time.monotonic()
                     slot.jobs[next_id] = job
-                    slot.conn.send((next_id, job.fn, job.args))
+                    handed.append((next_id, job.fn, job.args))
+                if handed:  # one message: the worker starts them together, however the parent is scheduled
+                    slot.conn.send(handed)
             waits = [self._deadline(slot) for slot in self._slots]
             timeout = max(0.0, min(waits) - time.monotonic()) if waits else None
             wait([s.conn for s in self._slots] + [s.process.sentinel for s in self._slots], timeout=timeout)
