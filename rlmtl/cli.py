@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from rlmtl import __version__
@@ -505,6 +506,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `rlmtl` command; returns its exit code. A torchrun rank (a process that joined a process
+    group) ends here instead, with `leave_process`, so that the interpreter's teardown cannot abort it."""
+    from rlmtl.distributed import joined_a_process_group, leave_process
+
+    try:
+        code = _main(argv)
+    except BaseException:
+        if not joined_a_process_group():
+            raise
+        traceback.print_exc()
+        leave_process(1)
+    if joined_a_process_group():
+        leave_process(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     if not faulthandler.is_enabled():
         faulthandler.enable()  # a native crash (simulator, collective) prints every thread's Python stack
     parser = build_parser()

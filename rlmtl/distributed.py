@@ -16,14 +16,45 @@ applies the same update.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 import torch
 import torch.distributed as dist
 
 from rlmtl.errors import RlmtlError
+
+_joined = False  # this process joined a process group (it is a torchrun rank): see `leave_process`
+
+
+def join_process_group(backend: str, **options: Any) -> None:
+    """`torch.distributed.init_process_group(backend, **options)`, remembering that this process did."""
+    global _joined
+    dist.init_process_group(backend, **options)
+    _joined = True
+
+
+def joined_a_process_group() -> bool:
+    """True once this process has joined a process group (left or not)."""
+    return _joined
+
+
+def leave_process(code: int) -> NoReturn:
+    """End a process that joined a process group: flush stdout and stderr, then `os._exit(code)`,
+    without the interpreter's finalization.
+
+    Why: a backend's C++ threads (gloo's workers) may still hold a tensor whose Python object they
+    keep alive, and release it, which needs the GIL, while the interpreter finalizes. CPython up to
+    3.13 ends such a thread with `pthread_exit`; unwinding it through a `noexcept` C++ frame calls
+    `std::terminate` (CPython gh-87135). That aborted two-rank runs here now and then, after they had
+    finished ("terminate called without an active exception", SIGABRT; the core showed the main
+    thread in `Py_FinalizeEx` and another thread aborting). Everything rlmtl writes is closed and
+    atomically in place before this point, so skipping finalization loses nothing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @dataclass(frozen=True)
@@ -72,9 +103,7 @@ class Ranks:
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group(
-                backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
-            )
+            join_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
         if dist.get_world_size() != world_size or dist.get_rank() != rank:
             raise RlmtlError(
                 f"process group has rank {dist.get_rank()} of {dist.get_world_size()}, environment says RANK={rank} WORLD_SIZE={world_size}"

@@ -13,6 +13,8 @@ import datetime
 from contextlib import contextmanager
 from typing import Iterator, Sequence, TypeVar
 
+from rlmtl.distributed import join_process_group
+
 T = TypeVar("T")
 
 # ranks wait at the barrier for the slowest one; an evaluation can take hours
@@ -38,7 +40,7 @@ def rank_group(world_size: int) -> Iterator[None]:
 
     created = world_size > 1 and not dist.is_initialized()
     if created:
-        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+        join_process_group("gloo", timeout=BARRIER_TIMEOUT)
     try:
         yield
     finally:

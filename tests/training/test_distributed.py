@@ -17,7 +17,7 @@ from process_helpers import run_torchrun
 from synthetic_runs import METHODS, STEPS, write_config, write_tiny_dataset
 
 from rlmtl.config import load_config
-from rlmtl.distributed import Ranks, shutdown
+from rlmtl.distributed import Ranks, leave_process, shutdown
 from rlmtl.training.trainer import Trainer
 
 
@@ -40,6 +40,7 @@ def rank_main(rank: int, world_size: int, port: int, jobs: list[tuple[str, int |
             torch.save(state, Path(out) / f"{Path(config_path).stem}_rank{rank}.pt")
     finally:
         shutdown()
+    leave_process(0)  # as `rlmtl` ends a rank: no interpreter teardown while gloo's threads may call in
 
 
 def last_checkpoint(run_dir: Path) -> dict:
