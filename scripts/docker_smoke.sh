@@ -12,7 +12,9 @@
 # Env: BASE_IMAGE (an image to build from, e.g. debian:bookworm-slim; default: a debootstrapped one),
 #      WHEELHOUSE (folder of wheels in the repository, default docker/wheels, filled if empty; `none`: the build
 #      downloads from PyPI and PyTorch's CPU index), SMOKE_ARTIFACTS (copy eval.json, videos and junit.xml here),
-#      DOCKERD_STORAGE_DRIVER (drivers to try, in order, for an engine this script starts; default "overlay2 vfs").
+#      DOCKERD_STORAGE_DRIVER (drivers to try, in order, for an engine this script starts; default "overlay2 vfs"),
+#      SMOKE_IMAGE (an image already built from docker/Dockerfile, e.g. by the workflow's BuildKit step with its
+#      layer cache: test that one instead of building; the layer check, which needs a build, is skipped).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -38,7 +40,7 @@ cleanup() {
         mapfile -t leftover < <(docker ps -aq --filter "label=rlmtl.smoke=$tag" 2>/dev/null)
         [ ${#leftover[@]} -eq 0 ] || docker rm -f "${leftover[@]}" >/dev/null 2>&1
         # The build stage is tagged too, so that removing the tags removes every layer this script built.
-        docker image rm -f "$image" "$image-build" >/dev/null 2>&1
+        [ -n "${SMOKE_IMAGE:-}" ] || docker image rm -f "$image" "$image-build" "$image-changed" >/dev/null 2>&1
         [ -z "$base_image" ] || docker image rm -f "$base_image" >/dev/null 2>&1
     fi
     stop_dockerd
@@ -138,13 +140,42 @@ build_image() {
     local args=(--network host -f docker/Dockerfile --build-arg "BASE_IMAGE=$BASE_IMAGE")
     [ "$WHEELHOUSE" = none ] || args+=(--build-arg "TORCH_WHEELS=$WHEELHOUSE" --build-arg PIP_NO_INDEX=1)
     local start=$SECONDS
-    # The classic builder (no BuildKit needed); the second build takes the build stage from the first one's cache.
-    { DOCKER_BUILDKIT=0 docker build "${args[@]}" --target build -t "$image-build" . &&
-        DOCKER_BUILDKIT=0 docker build "${args[@]}" -t "$image" .; } >"$work/build.log" 2>&1 ||
+    # BuildKit where the buildx plugin is installed, the classic builder otherwise (the Dockerfile suits both). The
+    # build stage is tagged too, so that removing the tags removes every layer this script built.
+    if docker buildx version >/dev/null 2>&1; then
+        builder=(docker buildx build --load)
+    else
+        builder=(env DOCKER_BUILDKIT=0 docker build)
+    fi
+    { "${builder[@]}" "${args[@]}" --target build -t "$image-build" . &&
+        "${builder[@]}" "${args[@]}" -t "$image" .; } >"$work/build.log" 2>&1 ||
         { tail -n 40 "$work/build.log" >&2; die "docker build failed (log above)"; }
     build_seconds=$((SECONDS - start))
     image_mb=$(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f", $1 / 1e6}')
-    say "built $image in $build_seconds s, $image_mb MB"
+    say "built $image with ${builder[*]:0:3} in $build_seconds s, $image_mb MB"
+    check_layers "${args[@]}"
+}
+
+check_layers() {  # check_layers BUILD_ARGS...: a source change rebuilds rlmtl's small layers only, not the dependencies
+    local context="$work/context" start=$SECONDS
+    mkdir -p "$context/docker"
+    cp -r pyproject.toml README.md rlmtl envs agents configs "$context/"
+    [ ! -d docker/wheels ] || cp -al "$repo/docker/wheels" "$context/docker/wheels"
+    cp .dockerignore "$context/" && cp docker/Dockerfile "$context/docker/"
+    echo "# a source change (docker_smoke.sh layer check)" >>"$context/rlmtl/__init__.py"
+    (cd "$context" && "${builder[@]}" "$@" -t "$image-changed" .) >"$work/rebuild.log" 2>&1 ||
+        { tail -n 40 "$work/rebuild.log" >&2; die "rebuilding after a source change failed (log above)"; }
+    local deps_layers changed_layers
+    deps_layers=$(docker image inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$image")
+    changed_layers=$(docker image inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$image-changed")
+    local shared
+    shared=$(comm -12 <(sort <<<"$deps_layers") <(sort <<<"$changed_layers") | grep -c . || true)
+    local total
+    total=$(grep -c . <<<"$deps_layers")
+    docker image rm -f "$image-changed" >/dev/null 2>&1
+    # runtime's layers and deps' environment must be shared; only rlmtl's wheel, its install and the configs differ
+    [ $((total - shared)) -le 3 ] || die "a source change rebuilt $((total - shared)) of $total layers (the dependencies' included?)"
+    say "a source change rebuilt $((total - shared)) of $total layers in $((SECONDS - start)) s"
 }
 
 # Containers: no network, read-only root, tmpfs /tmp, the image's non-root user (the caller's uid when not root, so
@@ -195,10 +226,17 @@ smoke() {
 
 phase_start=$SECONDS
 start_docker
-make_base_image
-fill_wheelhouse
-prepare_seconds=$((SECONDS - phase_start))
-build_image
+if [ -n "${SMOKE_IMAGE:-}" ]; then
+    image=$SMOKE_IMAGE
+    docker image inspect "$image" >/dev/null 2>&1 || die "SMOKE_IMAGE=$image: no such image"
+    prepare_seconds=$((SECONDS - phase_start)) build_seconds=0
+    image_mb=$(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f", $1 / 1e6}')
+else
+    make_base_image
+    fill_wheelhouse
+    prepare_seconds=$((SECONDS - phase_start))
+    build_image
+fi
 smoke_start=$SECONDS
 smoke
 say "passed: engine + base image + wheelhouse $prepare_seconds s, build $build_seconds s, image $image_mb MB, containers $((SECONDS - smoke_start)) s"
