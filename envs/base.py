@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rlmtl.data.dataset import Episode
 
 SPLITS = {"train": 0, "eval": 1}
+DEFAULT_VIDEO_FPS = 20.0  # `Suite.video_fps` of a backend that does not override it
 
 Observation = dict[str, np.ndarray]
 Expert = Callable[[Observation], np.ndarray]
@@ -146,6 +147,12 @@ class Suite(abc.ABC):
         """The camera renderer that backend `options` select, recorded in datasets so that data and
         evaluation can be compared (None: the backend has one renderer)."""
         return None
+
+    def video_fps(self, task: str, options: Any) -> float:
+        """Env steps per second of simulated time for `task` under backend `options`: a video of
+        one frame per step plays in real time at this rate. `DEFAULT_VIDEO_FPS` for a backend
+        that does not say."""
+        return DEFAULT_VIDEO_FPS
 
     def select_tasks(self, requested: list[str]) -> list[str]:
         """`requested` validated against the suite (empty = every task, in the suite's order)."""

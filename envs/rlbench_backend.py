@@ -53,6 +53,8 @@ RLBENCH10_TASKS = [
     "take_umbrella_out_of_umbrella_stand",
 ]
 KEYFRAME_HORIZON = 25  # next-best-pose steps per episode (PerAct's evaluation length)
+JOINT_VELOCITY_FPS = 20.0  # steps per simulated second with joint velocities (see RLBenchSuite.video_fps)
+KEYFRAME_VIDEO_FPS = 2.0  # video frames per second of keyframe episodes, a viewing rate
 JOINT_VELOCITY_HORIZON = 200
 RENDER_MODES = ("opengl", "opengl3")
 INSTALL_MESSAGE = (
@@ -328,6 +330,14 @@ class RLBenchSuite(Suite):
 
     def renderer(self, options: Any) -> str | None:
         return options.render_mode if isinstance(options, RLBenchOptions) else None
+
+    def video_fps(self, task: str, options: Any) -> float:
+        """`joint_velocity`: one step is one CoppeliaSim simulation step, 50 ms by default (PyRep's
+        `set_simulation_timestep`; not checked against a running RLBench scene), so 20. `keyframe`: one
+        step is a whole planned motion of no fixed length, so there is no real-time rate; 2 steps per
+        second, slow enough to follow the poses."""
+        mode = options.action_mode if isinstance(options, RLBenchOptions) else "keyframe"
+        return JOINT_VELOCITY_FPS if mode == "joint_velocity" else KEYFRAME_VIDEO_FPS
 
     def make_env(self, settings: EnvSettings) -> TaskEnv:
         self.task_index(settings.task)

@@ -142,7 +142,7 @@ class EvalConfig:
     )
     seed: int = _field(0, "seed of the evaluation scenes (a split disjoint from the demos)")
     video: bool = _field(False, "write a video per task")
-    video_episodes: int = _field(1, "episodes per task recorded when video is on")
+    video_episodes: int = _field(3, "episodes per task recorded when video is on (the first ones), back to back in the task's video")
     video_camera: str = _field("", "camera for videos; empty = the suite's default")
     video_size: int = _field(128, "video frame height and width in pixels")
     video_format: str = _field("gif", "gif or mp4 (mp4 needs imageio-ffmpeg)")
@@ -312,6 +312,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "data.max_attempt_retries": config.data.max_attempt_retries,
         "eval.episode_timeout_s": config.eval.episode_timeout_s,
         "eval.max_episode_retries": config.eval.max_episode_retries,
+        "eval.video_episodes": config.eval.video_episodes,
         "agent.head_hidden_dim": config.agent.head_hidden_dim,
         "train.weight_decay": config.train.weight_decay,
     }

@@ -4,7 +4,8 @@
 
 `rlmtl run CONFIG` trains one model on every task; `rlmtl run CONFIG --groups G.json` (and
 `rlmtl train --groups`) trains one model per group (rlmtl/tag/grouped.py) through the same
-`train_and_evaluate` stage. Each stage's wall time goes to the run folder's `timings.json`.
+`train_and_evaluate` stage, which also adds the final evaluation (success rates, hyper-parameters,
+videos) to the run's TensorBoard events. Each stage's wall time goes to the run folder's `timings.json`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def train_and_evaluate(
     config: RunConfig, settings: EvalSettings, resume: bool, progress: bool, times: StageTimes, label: str = ""
 ) -> tuple[Path, Path, EvalResult]:
     """Train `config` (resuming when asked), evaluate its best (else last) checkpoint into its run
-    folder; returns (run folder, checkpoint, result). Stages are timed as `train<label>`, `evaluate<label>`."""
+    folder and add that evaluation to the run's TensorBoard events; returns (run folder,
+    checkpoint, result). Stages are timed as `train<label>`, `evaluate<label>`."""
+    from rlmtl.training.run_log import log_final_evaluation
     from rlmtl.training.trainer import train
 
     with times.stage(f"train{label}"):
@@ -74,7 +77,8 @@ def train_and_evaluate(
     checkpoint = trained.best_checkpoint or trained.last_checkpoint
     with times.stage(f"evaluate{label}"):  # a resumed run also resumes its evaluation
         result = evaluate_into(checkpoint, trained.run_dir, dataclasses.replace(settings, resume=resume))
-    assert result is not None
+        assert result is not None
+        log_final_evaluation(trained.run_dir, config, result, trained.step)
     return trained.run_dir, checkpoint, result
 
 

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlmtl.atomic import atomic_path, write_text_atomic
+from rlmtl.atomic import write_text_atomic
 from rlmtl.errors import RlmtlError
 from rlmtl.evaluation.results import EvalResult, results_markdown
+from rlmtl.figures import FIGURE_DPI, pyplot, save_figure, task_colors, task_legend, task_line_style
 from rlmtl.provenance import provenance_line
 
 
@@ -19,66 +20,121 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _save_figure(figure: Any, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-
-
-def plot_success(result: EvalResult, target: Path) -> None:
-    """Bar chart of success per task with 95% intervals and a dashed line at the overall mean."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_success(result: EvalResult, target: Path) -> list[Path]:
+    """Bar chart of success per task, one colour per task, with its 95% Wilson interval (the
+    `ci95` of eval.json), a marker on every bar (so a success rate of 0 shows) and the
+    successes/episodes above it, and a dashed line at the mean over tasks; saved as PNG and PDF."""
+    plt = pyplot()
     tasks = list(result["per_task"])
-    rates = [result["per_task"][t]["success_rate"] for t in tasks]
-    low = [max(0.0, r - result["per_task"][t]["ci95"][0]) for t, r in zip(tasks, rates)]
-    high = [max(0.0, result["per_task"][t]["ci95"][1] - r) for t, r in zip(tasks, rates)]
-    figure, axis = plt.subplots(figsize=(max(6, 0.8 * len(tasks)), 4))
-    axis.bar(range(len(tasks)), rates, yerr=[low, high], capsize=3, color="tab:blue")
-    axis.axhline(result["overall"]["success_rate"], color="tab:red", linestyle="--", label=f"mean {result['overall']['success_rate']:.2f}")
-    axis.set_xticks(range(len(tasks)), tasks, rotation=40, ha="right")
-    axis.set_ylim(0, 1.05)
+    rows = [result["per_task"][t] for t in tasks]
+    rates = [row["success_rate"] for row in rows]
+    below = [max(0.0, rate - row["ci95"][0]) for rate, row in zip(rates, rows)]
+    above = [max(0.0, row["ci95"][1] - rate) for rate, row in zip(rates, rows)]
+    colors = task_colors(len(tasks))
+    many = len(tasks) > 20
+    figure, axis = plt.subplots(figsize=(min(16.0, max(6.0, 2.0 + 0.45 * len(tasks))), 4.2))
+    positions = range(len(tasks))
+    axis.bar(positions, rates, color=colors, edgecolor="black", linewidth=0.5)
+    axis.errorbar(
+        positions,
+        rates,
+        yerr=[below, above],
+        fmt="none",
+        ecolor="black",
+        elinewidth=0.8,
+        capsize=2 if many else 3,
+        label="95% Wilson interval",
+    )
+    axis.scatter(positions, rates, marker="_", s=120, color="black", linewidths=1.5, zorder=3)  # a bar of height 0 still shows
+    for position, row, top in zip(positions, rows, [r + a for r, a in zip(rates, above)]):
+        axis.annotate(
+            f"{row['successes']}/{row['episodes']}",
+            (position, top),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=5 if many else 7,
+            rotation=90 if many else 0,
+        )
+    mean = result["overall"]["success_rate"]
+    axis.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean over tasks {mean:.2f}")
+    axis.set_xticks(list(positions), tasks, rotation=90 if many else 40, ha="center" if many else "right", fontsize=6 if many else 8)
+    axis.set_xlim(-0.6, len(tasks) - 0.4)
+    axis.set_ylim(0, 1.2 if many else 1.12)
+    axis.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    axis.set_xlabel("task")
     axis.set_ylabel("success rate")
-    axis.legend(loc="lower right")
-    _save_figure(figure, target)
-    plt.close(figure)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    return save_figure(figure, target)
 
 
-def plot_training(metrics: list[dict[str, Any]], target: Path) -> None:
-    """Per-task training loss, task weights and evaluation success over steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_training(metrics: list[dict[str, Any]], target: Path) -> list[Path]:
+    """Per-task training loss, task weights and (when the run evaluated during training) success
+    over optimizer steps, one colour per task with one task legend; saved as PNG and PDF."""
+    plt = pyplot()
     logs = [m for m in metrics if "loss" in m]
     evals = [m for m in metrics if "eval_success" in m]
+    tasks = list(logs[0]["loss"]) if logs else list(evals[0].get("eval_per_task", {})) if evals else []
+    colors = task_colors(len(tasks))
     panels = 3 if evals else 2
-    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
-    if logs:
-        steps = [m["step"] for m in logs]
-        for task in logs[0]["loss"]:
-            axes[0].plot(steps, [m["loss"][task] for m in logs], label=task, linewidth=1)
-            axes[1].plot(steps, [m["weight"][task] for m in logs], label=task, linewidth=1)
+    figure, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), constrained_layout=True)
+    handles: list[Any] = []
+    steps = [m["step"] for m in logs]
+    for index, task in enumerate(tasks):
+        style = {"color": colors[index], "linestyle": task_line_style(index), "linewidth": 1.2}
+        if logs:
+            (line,) = axes[0].plot(steps, [m["loss"][task] for m in logs], **style)
+            handles.append(line)
+    _plot_weights(axes[1], logs, tasks, colors)
     axes[0].set_yscale("log")
-    axes[0].set_title("training loss per task")
-    axes[1].set_title("task weights")
-    for axis in axes:
-        axis.set_xlabel("step")
-    axes[0].legend(fontsize=6)
+    axes[0].set_ylabel("training loss (log scale)")
+    axes[0].set_title("training loss per task", fontsize=10)
+    axes[1].set_ylabel("task weight")
+    axes[1].set_title("task weights", fontsize=10)
     if evals:
-        axes[2].plot([m["step"] for m in evals], [m["eval_success"] for m in evals], marker="o")
-        axes[2].set_ylim(0, 1.05)
-        axes[2].set_title("evaluation success (mean)")
-    _save_figure(figure, target)
-    plt.close(figure)
+        evaluation_lines = _plot_evaluations(axes[2], evals, tasks, colors)
+        handles = handles or evaluation_lines
+    for axis in axes:
+        axis.set_xlabel("optimizer step")
+        axis.grid(alpha=0.25, linewidth=0.5)
+    if handles:
+        task_legend(figure, handles, tasks)
+    return save_figure(figure, target)
+
+
+def _plot_weights(axis: Any, logs: list[dict[str, Any]], tasks: list[str], colors: list[Any]) -> None:
+    """Task weights over steps; one black line when every task has the same weights (uniform
+    weighting), where coloured lines would hide each other."""
+    steps = [m["step"] for m in logs]
+    series = [[m["weight"][task] for m in logs] for task in tasks]
+    if series and all(s == series[0] for s in series[1:]):
+        axis.plot(steps, series[0], color="black", linewidth=1.2, label="every task (equal weights)")
+        axis.legend(fontsize=8, frameon=False)
+        return
+    for index, values in enumerate(series):
+        axis.plot(steps, values, color=colors[index], linestyle=task_line_style(index), linewidth=1.2)
+
+
+def _plot_evaluations(axis: Any, evals: list[dict[str, Any]], tasks: list[str], colors: list[Any]) -> list[Any]:
+    """Success during training: one thin line per task and the mean over tasks in black; returns the task lines."""
+    steps = [m["step"] for m in evals]
+    lines = []
+    for index, task in enumerate(tasks):
+        values = [m.get("eval_per_task", {}).get(task, float("nan")) for m in evals]
+        (line,) = axis.plot(steps, values, color=colors[index], linestyle=task_line_style(index), linewidth=0.9, marker="o", markersize=2.5)
+        lines.append(line)
+    axis.plot(steps, [m["eval_success"] for m in evals], color="black", linewidth=2, marker="o", markersize=4, label="mean over tasks")
+    axis.set_ylim(-0.04, 1.04)  # a success of 0 sits above the axis, not on it
+    axis.set_ylabel("success rate")
+    axis.set_title("evaluation during training", fontsize=10)
+    axis.legend(fontsize=8, frameon=False)
+    return lines
 
 
 def write_report(run_dir: Path, extra: str = "") -> Path:
-    """Write run_dir/report.md (and plots/) from eval.json, metrics.jsonl and timings.json;
-    `extra` (Markdown) goes after the per-task table."""
+    """Write run_dir/report.md and its figures (plots/*.png and *.pdf) from eval.json,
+    metrics.jsonl and timings.json; `extra` (Markdown) goes after the per-task table."""
     eval_path = run_dir / "eval.json"
     if not eval_path.is_file():
         raise RlmtlError(f"{eval_path}: not found (run `rlmtl eval {run_dir}` first)")
@@ -97,6 +153,7 @@ def write_report(run_dir: Path, extra: str = "") -> Path:
     if result.get("provenance"):
         lines += [f"Evaluated with {provenance_line(result['provenance'])}.", ""]
     lines += [results_markdown(result), "![success per task](plots/success_per_task.png)", ""]
+    lines += [f"Each figure in `plots/` is a PNG at {FIGURE_DPI} dpi with a vector PDF of the same name beside it.", ""]
     if extra:
         lines += [extra]
     if metrics:

@@ -265,3 +265,15 @@ def test_nan_and_inf_are_config_errors_naming_the_key(key, value):
 def test_ranges_of_keys_that_had_none(key, value):
     with pytest.raises(ConfigError, match=re.escape(repr(key))):
         load_config(None, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("value", ["-1", "true", ".nan", "1.5", "many", "1001"])
+def test_bad_video_episodes_is_one_line_naming_the_key(value):
+    with pytest.raises(ConfigError, match=r"'eval\.video_episodes'") as refused:
+        load_config(None, [f"eval.video_episodes={value}"])
+    assert "\n" not in str(refused.value)
+
+
+def test_video_episodes_defaults_to_three_and_may_be_zero():
+    assert load_config(None).eval.video_episodes == 3
+    assert load_config(None, ["eval.video_episodes=0"]).eval.video_episodes == 0

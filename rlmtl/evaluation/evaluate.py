@@ -202,7 +202,8 @@ def _evaluate(path: Path, pinned: Path, s: EvalSettings, out: Path | None, rank:
         result["trained_with"] = payload["meta"]["provenance"]
     if video:
         assert out is not None
-        result["videos"] = write_videos(out / "videos", tasks, outcomes, s.video_format)
+        fps = {task: suite.video_fps(task, config.env.options) for task in tasks}
+        result["videos"] = write_videos(out / "videos", tasks, outcomes, s.video_format, fps)
     return result
 
 

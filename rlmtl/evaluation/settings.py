@@ -23,7 +23,7 @@ class EvalSettings:
     envs_per_worker: int = 8
     seed: int = 0
     video: bool = False
-    video_episodes: int = 1
+    video_episodes: int = 3
     video_camera: str = ""
     video_size: int = 128
     video_format: str = "gif"

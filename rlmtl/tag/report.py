@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from rlmtl.atomic import atomic_path, write_text_atomic
+from rlmtl.atomic import write_text_atomic
+from rlmtl.figures import pyplot, save_figure
 from rlmtl.report import read_metrics
 from rlmtl.tag.grouping import Grouping, search_groupings, serving_groups
 
@@ -17,7 +18,7 @@ ORIENTATION = "affinity[i][j] = 1 - L_j(after a lookahead step on task i's gradi
 
 
 def write_affinity(run_dir: Path, tasks: list[str], matrix: np.ndarray, max_groups: int, divide_by_lr: bool) -> dict[str, Any]:
-    """Write affinity.json, groupings.md and plots/affinity_*.png into `run_dir`; returns the JSON."""
+    """Write affinity.json, groupings.md and plots/affinity_*.png (and .pdf) into `run_dir`; returns the JSON."""
     history = [{"step": m["step"], "affinity": m["affinity"]} for m in read_metrics(run_dir) if "affinity" in m]
     groupings = search_groupings(matrix, max_groups=min(max_groups, len(tasks)), top=3)
     content = {
@@ -49,11 +50,8 @@ def _grouping_json(grouping: Grouping, tasks: list[str], matrix: np.ndarray) -> 
 
 
 def plot_heatmap(tasks: list[str], matrix: np.ndarray, target: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The affinity matrix as a heatmap, diverging around 0; saved as PNG and PDF (rlmtl.figures)."""
+    plt = pyplot()
     off_diagonal = matrix[~np.eye(len(tasks), dtype=bool)]
     limit = float(np.abs(off_diagonal).max()) or 1.0
     figure, axis = plt.subplots(figsize=(1.0 + 0.6 * len(tasks), 0.8 + 0.55 * len(tasks)))
@@ -63,17 +61,12 @@ def plot_heatmap(tasks: list[str], matrix: np.ndarray, target: Path) -> None:
     axis.set_xlabel("recipient task j")
     axis.set_ylabel("source task i (step on its gradient)")
     figure.colorbar(image, ax=axis, label="affinity Z[i -> j]")
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    save_figure(figure, target)
 
 
 def plot_strongest_pairs(tasks: list[str], history: list[dict[str, Any]], target: Path, count: int = 6) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The `count` task pairs of strongest final affinity over training; saved as PNG and PDF."""
+    plt = pyplot()
     final = np.asarray(history[-1]["affinity"])
     pairs = [(i, j) for i in range(len(tasks)) for j in range(len(tasks)) if i != j]
     pairs.sort(key=lambda p: -abs(final[p]))
@@ -85,6 +78,4 @@ def plot_strongest_pairs(tasks: list[str], history: list[dict[str, Any]], target
     axis.set_xlabel("step")
     axis.set_ylabel("running mean affinity")
     axis.legend(fontsize=6)
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    save_figure(figure, target)

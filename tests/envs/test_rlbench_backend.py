@@ -83,6 +83,13 @@ def test_listing_and_specs_need_no_rlbench():
     assert backend.task_class_name("take_umbrella_out_of_umbrella_stand") == "TakeUmbrellaOutOfUmbrellaStand"
 
 
+def test_video_rate_follows_the_action_mode():
+    suite = make_suite("rlbench", "rlbench10")
+    task = suite.task_names[0]
+    assert suite.video_fps(task, backend.RLBenchOptions(action_mode="joint_velocity")) == 20.0  # 50 ms simulation steps
+    assert suite.video_fps(task, backend.RLBenchOptions()) == 2.0  # keyframes: a viewing rate
+
+
 def test_without_rlbench_the_error_is_one_line_pointing_at_the_image():
     try:
         import rlbench  # noqa: F401
