@@ -95,3 +95,31 @@ def test_images_render_upright_and_not_blank(suite):
     changed, *_ = env.step(np.array([0.0, 0.0, -1.0, 0.0], np.float32))
     env.close()
     assert changed["rgb_corner"].shape == (48, 48, 3)
+
+
+def test_a_tasks_next_env_copies_the_compiled_model_and_runs_the_same(suite, monkeypatch):
+    """The XML is compiled once per process; the copy each later env gets is its own and steps
+    exactly as a freshly compiled one (same scene, same actions, same states)."""
+    from rlmtl.envs import metaworld_backend
+
+    monkeypatch.setattr(metaworld_backend, "_COMPILED", {})
+    settings = EnvSettings("metaworld", "mt10", "pick-place-v3", cameras=("corner",), image_size=16)
+    actions = np.random.default_rng(1).uniform(-1, 1, (30, 4))
+
+    def states(env):
+        first, _ = env.reset(seed=5)
+        return np.stack([first["state"], *(env.step(a)[0]["state"] for a in actions)])
+
+    compiled = suite.make_env(settings)  # compiles the XML
+    assert len(metaworld_backend._COMPILED) == 1
+    kept = next(iter(metaworld_backend._COMPILED.values()))
+    copied = suite.make_env(settings)
+    assert len(metaworld_backend._COMPILED) == 1 and copied._env.model is not compiled._env.model is not kept
+    # rendering settings (shadows off) were set on each env's own model, not on the kept one
+    assert not copied._env.model.light_castshadow.any() and kept.light_castshadow.any()
+    np.testing.assert_array_equal(states(compiled), states(copied))
+    monkeypatch.setattr(metaworld_backend, "_COMPILED", {})
+    fresh = suite.make_env(settings)
+    np.testing.assert_array_equal(states(fresh), states(copied))
+    for env in (compiled, copied, fresh):
+        env.close()
