@@ -798,10 +798,13 @@ def _read_episode(data: _Source, row: dict[str, Any], features: dict[str, dict[s
 
     path = data.path("data_path", chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
     index = int(row["episode_index"])
-    names = pq.read_schema(path).names
-    columns = ["action", "frame_index", "episode_index", *(n for n in ("next.reward", "next.success", "next.done") if n in names)]
-    columns += [name for name, ft in features.items() if ft["dtype"] != "video"]
-    table = pq.read_table(path, columns=columns, filters=[("episode_index", "==", index)])
+    try:
+        names = pq.read_schema(path).names
+        columns = ["action", "frame_index", "episode_index", *(n for n in ("next.reward", "next.success", "next.done") if n in names)]
+        columns += [name for name, ft in features.items() if ft["dtype"] != "video"]
+        table = pq.read_table(path, columns=columns, filters=[("episode_index", "==", index)])
+    except (OSError, ValueError, KeyError, TypeError) as error:  # pyarrow's errors derive from these
+        raise DatasetError(f"{path}: cannot read episode {index} ({type(error).__name__}: {error})") from None
     where = f"{path}: episode {index}"
     length = int(row["length"])
     if table.num_rows != length:

@@ -197,15 +197,19 @@ def import_robomimic(
     backend = backend or source_attrs.get("backend") or DEFAULT_SUITE[0]
     suite = suite or source_attrs.get("suite") or DEFAULT_SUITE[1]
     known = suite_tasks(backend, suite)
-    selections = _select(files, metas, choices)
-    for selection in selections:
-        check_task(selection.where, selection.task, backend, suite, known)
     layout: dict[str, tuple[tuple[int, ...], str]] = {}  # rlmtl key -> (step shape, source key)
-    action_dim, skipped = None, set()
-    for selection in selections:
-        with h5py.File(selection.file, "r") as handle:
-            for name in selection.demos:
-                action_dim = _check_demo(selection.file, handle, name, layout, action_dim, exported is not None, skipped)
+    action_dim, skipped, current = None, set(), files[0]
+    try:
+        selections = _select(files, metas, choices)
+        for selection in selections:
+            check_task(selection.where, selection.task, backend, suite, known)
+        for selection in selections:
+            current = selection.file
+            with h5py.File(selection.file, "r") as handle:
+                for name in selection.demos:
+                    action_dim = _check_demo(selection.file, handle, name, layout, action_dim, exported is not None, skipped)
+    except _CORRUPT as error:
+        raise _open_error(current, error) from None
     if action_dim is None:
         raise DatasetError(f"{files[0]}:/data: no demo to import")
     spec = observation_spec({key: shape for key, (shape, _) in layout.items()})
@@ -215,8 +219,11 @@ def import_robomimic(
 
     def records() -> Iterator[TaskRecord]:
         for selection in selections:
-            with h5py.File(selection.file, "r") as handle:
-                episodes = [_read_demo(selection.file, handle, name, layout, bar) for name in selection.demos]
+            try:
+                with h5py.File(selection.file, "r") as handle:
+                    episodes = [_read_demo(selection.file, handle, name, layout, bar) for name in selection.demos]
+            except _CORRUPT as error:
+                raise _open_error(selection.file, error) from None
             yield TaskRecord(selection.task, known.index(selection.task), episodes, len(episodes), len(episodes))
 
     write_import(out, attrs, records, "rlmtl import")
@@ -334,6 +341,8 @@ def _check_demo(
     for key in ("actions", "rewards", "dones"):
         _check_declared_size(where, demo[key])
     for key in ("rewards", "dones"):
+        if not (np.issubdtype(demo[key].dtype, np.number) or demo[key].dtype == bool):
+            raise DatasetError(f"{where}/{key}: holds {demo[key].dtype}, not numbers")
         check_length(f"{where}/{key}", demo[key], length, "actions")
         if demo[key].ndim > 2 or (demo[key].ndim == 2 and demo[key].shape[1] != 1):
             raise DatasetError(f"{where}/{key}: shape {demo[key].shape} is not [T] or [T, 1]")
