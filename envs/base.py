@@ -120,6 +120,9 @@ class Suite(abc.ABC):
     # how many of this backend's simulators one process may hold at a time (None: no limit);
     # `rlmtl.envs.process_envs.ProcessEnvs` keeps to it by switching tasks or closing envs
     simulators_per_process: ClassVar[int | None] = None
+    # environment steps per second of simulated time (None: not declared); the frame rate of
+    # exported datasets (`rlmtl export --format lerobot`)
+    steps_per_second: ClassVar[int | None] = None
 
     @abc.abstractmethod
     def observation_spec(self, cameras: list[str], image_size: int) -> dict[str, ArraySpec]:

@@ -169,6 +169,7 @@ class MetaWorldSuite(Suite):
     """Meta-World MT10 (the tasks of `metaworld.MT10`, in its order)."""
 
     backend = "metaworld"
+    steps_per_second = 80  # metaworld/sawyer_xyz_env.py: render_fps 80 (5 MuJoCo steps of 2.5 ms per env step)
 
     def __init__(self, name: str, task_names: list[str]) -> None:
         self.name = name

@@ -1,4 +1,4 @@
-"""The `rlmtl` command line: collect, train, eval, run, affinity, import-rlbench, report, list, config.
+"""The `rlmtl` command line: collect, train, eval, run, affinity, import-rlbench, export, import, report, list, config.
 
 Each subcommand is a thin wrapper: it loads the config (YAML + dotted overrides), calls the stage
 in its package (rlmtl/data, rlmtl/training, rlmtl/evaluation, rlmtl/tag, rlmtl/pipeline.py) and
@@ -275,6 +275,44 @@ def cmd_import_rlbench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """rlmtl dataset -> robomimic HDF5 or a LeRobot dataset folder."""
+    if args.format == "robomimic":
+        from rlmtl.data.robomimic_io import export_robomimic
+
+        if args.fps is not None:
+            raise RlmtlError("--fps applies to --format lerobot")
+        print(export_robomimic(args.dataset, args.out, per_task_files=args.per_task_files, progress=not args.no_progress))
+    else:
+        from rlmtl.data.lerobot_io import export_lerobot
+
+        if args.per_task_files:
+            raise RlmtlError(
+                "--per-task-files applies to --format robomimic (a LeRobot dataset holds every task, each with its task string)"
+            )
+        print(export_lerobot(args.dataset, args.out, fps=args.fps, progress=not args.no_progress))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """robomimic HDF5 file(s) or a LeRobot dataset folder -> rlmtl dataset file."""
+    from rlmtl.data.interchange import parse_task_choices
+
+    choices = parse_task_choices(args.task)
+    options = {"backend": args.backend, "suite": args.suite, "progress": not args.no_progress}
+    if args.format == "robomimic":
+        from rlmtl.data.robomimic_io import import_robomimic
+
+        print(import_robomimic(args.sources, args.out, choices, **options))
+    else:
+        from rlmtl.data.lerobot_io import import_lerobot
+
+        if len(args.sources) != 1:
+            raise RlmtlError(f"--format lerobot reads one dataset folder, got {len(args.sources)} sources")
+        print(import_lerobot(args.sources[0], args.out, choices, **options))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rlmtl.report import write_report
 
@@ -486,6 +524,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="the renderer the dataset generator ran with, opengl or opengl3 (its --renderer; default opengl3, the generator's default)",
     )
     p.set_defaults(func=cmd_import_rlbench)
+
+    p = sub.add_parser(
+        "export",
+        help="write a dataset in robomimic's HDF5 format or as a LeRobot dataset (v3.0)",
+        description="Write the rlmtl dataset DATASET in another format. robomimic: one HDF5 file with data/demo_<i>\n"
+        "and a filter key mask/<task> per task, or with --per-task-files a folder of <task>.hdf5 files.\n"
+        "lerobot: a LeRobot v3.0 dataset folder (lerobot 0.4.x; cameras as H.264 videos), readable with\n"
+        "LeRobotDataset(repo_id, root=OUT). OUT is replaced only if rlmtl exported it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", help="an rlmtl dataset file (rlmtl collect, import-rlbench or import wrote it)")
+    p.add_argument("out", help="robomimic: the .hdf5 file (with --per-task-files: a folder); lerobot: the dataset folder")
+    p.add_argument("--format", required=True, choices=["robomimic", "lerobot"])
+    p.add_argument("--per-task-files", action="store_true", help="robomimic: one file per task in the folder OUT")
+    p.add_argument(
+        "--fps", type=_count(1), default=None, help="lerobot: frames per second (default: the suite's step rate, 10 if it has none)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        help="convert robomimic HDF5 file(s) or a LeRobot dataset (v3.0) into rlmtl's dataset format",
+        description="Convert SRC into the rlmtl dataset file OUT (train from it with data.path=OUT).\n"
+        "robomimic: one file whose filter keys mask/<KEY> hold the tasks (--task TASK=KEY per task), or\n"
+        "one file per task (one --task per file, in order). lerobot: one dataset folder; --task TASK=STRING\n"
+        "selects the episodes of a task string (default: every task, named by its string). Files rlmtl\n"
+        "exported need no --task. Every TASK must be a task of --backend/--suite.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", nargs="+", metavar="SRC", help="robomimic .hdf5 file(s) or a LeRobot dataset folder")
+    p.add_argument("out", help="the rlmtl dataset file to write")
+    p.add_argument("--format", required=True, choices=["robomimic", "lerobot"])
+    p.add_argument(
+        "--task",
+        action="append",
+        metavar="TASK[=NAME]",
+        help="an rlmtl task and, if it differs, its name in SRC (robomimic filter key, LeRobot task string); repeat per task",
+    )
+    p.add_argument("--backend", default=None, help="backend of the tasks (default: the export's, else metaworld)")
+    p.add_argument("--suite", default=None, help="suite of the tasks (default: the export's, else mt10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("report", help="(re)write a run's report.md and plots")
     p.add_argument("run", help="run folder")

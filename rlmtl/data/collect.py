@@ -94,12 +94,29 @@ def dataset_is_current(path: Path, config: RunConfig) -> bool:
     return attrs.get("fingerprint") == dataset_fingerprint(config)
 
 
+def _imported_from(path: Path) -> str | None:
+    """What `rlmtl import` read to write the dataset at `path` (its format and sources), else None."""
+    if not path.is_file():
+        return None
+    try:
+        source = read_attrs(path).get("imported_from")
+    except DatasetError:
+        return None
+    if not isinstance(source, dict):
+        return None
+    return f"{source.get('format')} {', '.join(map(str, source.get('sources', [])))}"
+
+
 def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
     """Collect (or reuse) the dataset of `config`; returns its path. The dataset path is locked
     while collecting, and a file there that is not an rlmtl dataset is never replaced."""
     path = dataset_path(config)
     if not force and dataset_is_current(path, config):
         print(f"rlmtl collect: reusing {path} (same settings)", file=sys.stderr)
+        return path
+    imported = _imported_from(path)
+    if not force and imported is not None:  # `rlmtl import` wrote it: demos from elsewhere, not to be re-collected
+        print(f"rlmtl collect: using {path}, imported from {imported} (--force collects over it)", file=sys.stderr)
         return path
     check_replaceable(path)
     suite = make_suite(config.env.backend, config.env.suite)

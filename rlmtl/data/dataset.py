@@ -29,7 +29,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -120,7 +120,7 @@ def write_dataset(path: str | Path, attrs: dict[str, Any], records: Iterable[Tas
                 data, stats = handle.create_group("data"), handle.create_group("stats")
                 for record in records:
                     handle.flush()
-                    _check_room(tmp, _record_bytes(record))
+                    check_room(tmp, _record_bytes(record))
                     _write_task(data, stats, record)
             seal(tmp)
     except OSError as error:
@@ -139,7 +139,7 @@ def _record_bytes(record: TaskRecord) -> int:
     return total
 
 
-def _check_room(tmp: Path, needed: int) -> None:
+def check_room(tmp: Path, needed: int) -> None:
     """OSError (ENOSPC) unless `needed` more bytes (plus a margin) fit on the disk of `tmp` and
     under the process's file-size limit (RLIMIT_FSIZE)."""
     import errno
@@ -313,7 +313,7 @@ def _decode_attrs(path: Path, handle: Any) -> dict[str, Any]:
             value = value.decode()
         if isinstance(value, np.generic):
             value = value.item()
-        if isinstance(value, str) and value[:1] in "[{":
+        if isinstance(value, str) and value[:1] in ("[", "{"):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
@@ -363,6 +363,50 @@ def _check_declared_size(where: str, array: Any) -> None:
         raise DatasetError(
             f"{where}/{array.name.rsplit('/', 1)[-1]}: declares {declared} bytes but stores {stored}: not a dataset rlmtl wrote"
         )
+
+
+def iter_episodes(path: str | Path, task: str) -> Iterator[Episode]:
+    """Every demo of `task` in the dataset at `path`, in order, one at a time, with all its
+    observation keys, rewards and success (what `rlmtl export` writes out). The seal and format
+    are checked first; a demo whose arrays disagree in length, declare more bytes than they store
+    or hold NaN/inf is a DatasetError naming the file and HDF5 path."""
+    import h5py
+
+    path = Path(path)
+    attrs = read_attrs(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            if f"data/{task}" not in handle:
+                raise DatasetError(f"{path}: no task {task!r} (dataset tasks: {', '.join(attrs['tasks'])})")
+            group = handle[f"data/{task}"]
+            for name in sorted((n for n in group if n.startswith("demo_")), key=lambda n: int(n.split("_")[1])):
+                yield _read_episode(f"{path}:/data/{task}/{name}", group[name])
+    except _CORRUPT as error:
+        raise DatasetError(f"{path}: corrupt HDF5 data ({type(error).__name__}: {error})") from None
+
+
+def _read_episode(where: str, demo: Any) -> Episode:
+    for key in ("actions", "rewards", "success", "obs"):
+        if key not in demo:
+            raise DatasetError(f"{where}: missing {key!r}")
+    arrays: dict[str, np.ndarray] = {}
+    for key in ["actions", "rewards", "success", *(f"obs/{k}" for k in demo["obs"])]:
+        _check_declared_size(where, demo[key])
+        arrays[key] = np.asarray(demo[key])
+    length = arrays["actions"].shape[0]
+    for key, values in arrays.items():
+        if values.ndim == 0 or values.shape[0] != length:
+            raise DatasetError(f"{where}/{key}: shape {values.shape} does not match the {length} steps of actions")
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            raise DatasetError(f"{where}/{key}: holds NaN or inf")
+    return Episode(
+        observations={key.removeprefix("obs/"): values for key, values in arrays.items() if key.startswith("obs/")},
+        actions=arrays["actions"].astype(np.float32),
+        rewards=arrays["rewards"].astype(np.float32),
+        success=arrays["success"].astype(bool),
+        scene_seed=int(demo.attrs.get("scene_seed", -1)),
+        attempt=int(demo.attrs.get("attempt", -1)),
+    )
 
 
 def observation_bytes(path: str | Path, tasks: list[str], obs_keys: list[str]) -> dict[str, int]:

@@ -123,3 +123,11 @@ def test_nan_or_inf_in_a_demo_is_refused_naming_it(tmp_path, where):
     write_with(tmp_path / "d.h5", [make_episode(rng, 5, 0), bad])
     with pytest.raises(DatasetError, match=rf"/data/a/demo_1/{where}: holds NaN or inf"):
         load_dataset(tmp_path / "d.h5", ["a", "b"], ["state"], action_dim=2)
+
+
+def test_an_empty_string_attribute_reads_back_empty(tmp_path):
+    # "" used to be taken for JSON ("" is in any string) and refused; imported datasets have fingerprint ""
+    rng = np.random.default_rng(0)
+    attrs = {"backend": "fake", "suite": "s", "tasks": ["a"], "observation_spec": SPEC, "action_spec": {"shape": [2], "dtype": "float32"}}
+    write_dataset(tmp_path / "d.h5", {**attrs, "fingerprint": ""}, [TaskRecord("a", 0, [make_episode(rng, 5, 0)], 1, 1)])
+    assert read_attrs(tmp_path / "d.h5")["fingerprint"] == ""
