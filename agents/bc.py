@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from rlmtl.agents.base import Batch
+from rlmtl.agents.base import AGENTS, Batch
 from rlmtl.agents.encoders import ObservationEncoder, random_shift
 from rlmtl.agents.heads import TaskHeads, apply_head
 
@@ -36,6 +36,7 @@ def _normalise_actions(actions: torch.Tensor, center: torch.Tensor, scale: torch
     return ((actions - center) / scale).clamp(-1.0, 1.0)
 
 
+@AGENTS.register("bc")
 class MultiTaskBC(nn.Module):
     """Shared `ObservationEncoder` + `TaskHeads`; implements `MultiTaskAgent` (agents/base.py).
 
@@ -181,6 +182,11 @@ class MultiTaskBC(nn.Module):
             tree, self.task_inputs(batch)
         )
         return losses, grads
+
+    def shared_task_gradients(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`per_task_gradients`' encoder part by parameter name: (losses [K], {"encoder.<name>": [K, *shape]})."""
+        losses, grads = self.per_task_gradients(batch)
+        return losses, {f"encoder.{name}": grad for name, grad in grads["encoder"].items()}
 
     def gradient_rows(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """`per_task_gradients` in the weighting engine's layout: (losses [K], the encoder's

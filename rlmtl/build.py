@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from rlmtl.agents.bc import MultiTaskBC
+from rlmtl.agents.base import AGENTS, MultiTaskAgent
 from rlmtl.config import RunConfig, config_from_dict, config_to_dict
 from rlmtl.envs import EnvSettings
 from rlmtl.errors import CheckpointError, ConfigError
@@ -39,14 +39,21 @@ def agent_meta(config: RunConfig, tasks: list[str], obs_spec: dict[str, Any], ac
     }
 
 
-def build_agent(meta: CheckpointMeta) -> MultiTaskBC:
-    """A fresh agent shaped as `meta` describes (normalisation still at defaults)."""
+def build_agent(meta: CheckpointMeta) -> MultiTaskAgent:
+    """A fresh agent (`agent.name` from the registry) shaped as `meta` describes (normalisation
+    still at defaults); ConfigError naming `agent.name` when no agent has that name."""
+    import rlmtl.agents  # noqa: F401  (registers rlmtl's own agents)
+
     config = config_from_dict(meta["config"], "checkpoint config")
+    try:
+        factory = AGENTS.get(config.agent.name)
+    except KeyError as error:
+        raise ConfigError(f"agent.name: {error.args[0]}") from None
     shapes = {key: tuple(shape) for key, shape in meta["obs_shapes"].items()}
-    return MultiTaskBC(shapes, meta["action_dim"], len(meta["tasks"]), config.env.image_size, config.agent)
+    return factory(shapes, meta["action_dim"], len(meta["tasks"]), config.env.image_size, config.agent)
 
 
-def agent_from_checkpoint(payload: CheckpointPayload, device: torch.device | str = "cpu") -> MultiTaskBC:
+def agent_from_checkpoint(payload: CheckpointPayload, device: torch.device | str = "cpu") -> MultiTaskAgent:
     """Rebuild the agent of a loaded checkpoint, weights and normalisation included; CheckpointError
     when they do not fit its config or hold a NaN or inf (parameters and buffers alike)."""
     agent = build_agent(payload["meta"])

@@ -346,6 +346,7 @@ def _signature(rows: list[dict[str, object]]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from rlmtl.agents import AGENTS
     from rlmtl.agents.encoders import ENCODERS
     from rlmtl.envs import BACKENDS
 
@@ -353,6 +354,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     listing: dict[str, object] = {
         "backends": {},
         "backend_options": {},
+        "agents": AGENTS.names(),
         "encoders": ENCODERS.names(),
         "weightings": catalogue["weightings"],
     }
@@ -367,6 +369,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for suite, tasks in suites.items():
             print(f"backend {name}, suite {suite}: {', '.join(tasks)}")
         print(f"backend {name} options (env.options): {_signature(listing['backend_options'][name])}")
+    print(f"agents: {', '.join(listing['agents'])}")
     print(f"encoders: {', '.join(listing['encoders'])}")
     print("weightings (name: what it needs from the trainer; parameters as name: type = default):")
     for name, method in catalogue["weightings"].items():

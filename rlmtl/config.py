@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from rlmtl.config_files import read_config_file, safe_load_without_aliases, yaml_problem
-from rlmtl.config_plugins import check_weighting_name, env_options, options_class_of, weighting_params
+from rlmtl.config_plugins import check_agent_name, check_weighting_name, env_options, options_class_of, weighting_params
 from rlmtl.config_values import check_value
 from rlmtl.errors import ConfigError
 
@@ -79,6 +79,7 @@ class DataConfig:
 class AgentConfig:
     """The multi-task BC agent: a shared encoder and one head per task."""
 
+    name: str = _field("bc", "the agent (see `rlmtl list`): bc is the multi-task BC agent these keys configure")
     obs_keys: list[str] = _field(["state"], "observation keys the agent reads (state, proprio, rgb_<camera>)")
     lowdim_encoder: str = _field("mlp", "encoder for vector observations (see `rlmtl list`)")
     image_encoder: str = _field("cnn", "encoder for each camera image (see `rlmtl list`)")
@@ -341,6 +342,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         if key.startswith("rgb_") and key[4:] not in config.env.cameras:
             raise ConfigError(f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}")
     check_weighting_name(config.weighting.name, source)
+    check_agent_name(config.agent.name, source)
     config.weighting.params = weighting_params(config.weighting.name, config.weighting.params, source, "weighting.params")
 
 

@@ -92,6 +92,14 @@ def check_weighting_name(name: str, source: str) -> None:
             raise ConfigError(f"{source}: 'weighting.name': unknown weighting {part!r}{within} (registered: {registered})")
 
 
+def check_agent_name(name: str, source: str) -> None:
+    """`agent.name` must be a registered agent."""
+    from rlmtl.agents import AGENTS  # registers rlmtl's own agents
+
+    if name not in AGENTS:
+        raise ConfigError(f"{source}: 'agent.name': unknown agent {name!r} (registered: {', '.join(AGENTS.names())})")
+
+
 def weighting_params(name: str, params: Any, source: str, where: str) -> dict[str, Any]:
     """`params` checked against the parameter class of weighting `name` and converted to its
     types. A composition `a+b` takes `{a: {...}, b: {...}}`, or flat keys meaning a's (as

@@ -176,8 +176,7 @@ class ProbeAffinity:
             return
         parts = self.parts
         agent = parts.agent
-        losses, grads = agent.per_task_gradients(batch)
-        shared = {f"encoder.{name}": grad for name, grad in grads["encoder"].items()}
+        losses, shared = agent.shared_task_gradients(batch)
         self.probe.probe(
             losses,
             shared,
