@@ -1,4 +1,4 @@
-"""The embedded default backend: Meta-World MT10 (metaworld 3.x on MuJoCo), headless.
+"""The embedded default backend: Meta-World MT10 and MT50 (metaworld 3.x on MuJoCo), headless.
 
 Observations: `state` (39-d: hand xyz, gripper opening, object poses, the previous frame's
 18 values, goal xyz), `proprio` (hand xyz + gripper opening, the first 4 values of `state`),
@@ -166,7 +166,8 @@ class MetaWorldTaskEnv(TaskEnv):
 
 
 class MetaWorldSuite(Suite):
-    """Meta-World MT10 (the tasks of `metaworld.MT10`, in its order)."""
+    """A Meta-World multi-task suite: MT10 or MT50 (the tasks of `metaworld.env_dict.MT10_V3` /
+    `MT50_V3`, in their order)."""
 
     backend = "metaworld"
     steps_per_second = 80  # metaworld/sawyer_xyz_env.py: render_fps 80 (5 MuJoCo steps of 2.5 ms per env step)
@@ -223,9 +224,13 @@ class MetaWorldBackend(Backend):
     """MuJoCo + metaworld 3.x; pip-installable and headless."""
 
     name = "metaworld"
-    suite_names = ["mt10"]
+    suite_names = ["mt10", "mt50"]
 
     def make_suite(self, suite: str) -> Suite:
-        if suite != "mt10":
-            raise KeyError(f"unknown suite {suite!r} of backend 'metaworld' (suites: mt10)")
-        return MetaWorldSuite("mt10", MT10_TASKS)
+        if suite == "mt10":
+            return MetaWorldSuite("mt10", MT10_TASKS)
+        if suite == "mt50":
+            from metaworld.env_dict import MT50_V3
+
+            return MetaWorldSuite("mt50", list(MT50_V3))  # all 50 v3 tasks, every one with a scripted expert
+        raise KeyError(f"unknown suite {suite!r} of backend 'metaworld' (suites: {', '.join(self.suite_names)})")

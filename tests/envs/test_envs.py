@@ -17,8 +17,10 @@ def test_registry_and_suite(suite):
     assert spec["state"].shape == (39,) and spec["proprio"].shape == (4,) and spec["rgb_corner"].shape == (32, 32, 3)
     with pytest.raises(KeyError, match="unknown task 'fly-v3'"):
         suite.select_tasks(["fly-v3"])
-    with pytest.raises(KeyError, match="unknown suite"):
-        make_suite("metaworld", "mt50")
+    with pytest.raises(KeyError, match="unknown suite 'mt100'"):
+        make_suite("metaworld", "mt100")
+    mt50 = make_suite("metaworld", "mt50")
+    assert len(mt50.task_names) == len(set(mt50.task_names)) == 50 and set(suite.task_names) < set(mt50.task_names)
     with pytest.raises(KeyError, match="unknown backend"):
         make_suite("gazebo", "mt10")
     with pytest.raises(KeyError, match="camera"):
