@@ -63,6 +63,9 @@ class DataConfig:
     path: str = _field("", "dataset file; empty = a cache file under cache_dir named by the settings")
     cache_dir: str = _field("data", "folder for collected datasets")
     demos_per_task: int = _field(50, "successful expert demos to keep per task")
+    train_demos: dict[str, int] = _field(
+        {}, "imbalanced data: {task: N} trains on only the first N demos of those tasks (the others use all)"
+    )
     seed: int = _field(0, "seed of the demo scenes (training split)")
     workers: int = _field(0, "collection processes; 0 = all cores")
     max_attempts_per_demo: float = _field(3.0, "expert episodes allowed per requested demo before reporting a shortfall")
@@ -320,6 +323,9 @@ def validate(config: RunConfig, source: str = "config") -> None:
     for key, value in non_negative.items():
         if not value >= 0:
             raise ConfigError(f"{source}: {key!r} must be >= 0, got {value}")
+    for task, count in config.data.train_demos.items():
+        if isinstance(count, bool) or not isinstance(count, int) or not count >= 1:
+            raise ConfigError(f"{source}: 'data.train_demos.{task}' must be a whole number of demos >= 1, got {count!r}")
     for key, (value, bound) in _upper_bounds(config).items():
         if value > bound:
             raise ConfigError(f"{source}: {key!r} must be <= {bound} (a larger value can exhaust memory), got {value}")

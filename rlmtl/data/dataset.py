@@ -29,7 +29,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -326,11 +326,18 @@ def _decode_attrs(path: Path, handle: Any) -> dict[str, Any]:
 
 
 def load_dataset(
-    path: str | Path, tasks: list[str], obs_keys: list[str], action_dim: int | None = None, stream_keys: Iterable[str] = ()
+    path: str | Path,
+    tasks: list[str],
+    obs_keys: list[str],
+    action_dim: int | None = None,
+    stream_keys: Iterable[str] = (),
+    demo_limits: Mapping[str, int] | None = None,
 ) -> MultiTaskData:
     """Read the demos of `tasks` with observation keys `obs_keys` into memory, except the
     `stream_keys`, whose shapes are checked but whose values stay in the file (see
-    `rlmtl.data.streaming`).
+    `rlmtl.data.streaming`). `demo_limits` {task: N}: only the first N demos of those tasks, with
+    their statistics computed from those demos (`data.train_demos`, imbalanced data); a task with
+    fewer demos is a DatasetError.
 
     Every mismatch (missing task, key, statistic, wrong shapes, empty task) raises DatasetError
     naming the file and the HDF5 path.
@@ -342,7 +349,8 @@ def load_dataset(
     streamed = set(stream_keys)
     try:
         with h5py.File(path, "r") as handle:
-            per_task = [_read_task(path, handle, task, obs_keys, attrs, action_dim, streamed) for task in tasks]
+            limits = demo_limits or {}
+            per_task = [_read_task(path, handle, task, obs_keys, attrs, action_dim, streamed, limits.get(task)) for task in tasks]
     except _CORRUPT as error:
         raise DatasetError(f"{path}: corrupt HDF5 data ({type(error).__name__}: {error})") from None
     return MultiTaskData(path=path, attrs=attrs, tasks=list(tasks), per_task=per_task)
@@ -430,7 +438,14 @@ def observation_bytes(path: str | Path, tasks: list[str], obs_keys: list[str]) -
 
 
 def _read_task(
-    path: Path, handle: Any, task: str, obs_keys: list[str], attrs: dict[str, Any], action_dim: int | None, streamed: set[str]
+    path: Path,
+    handle: Any,
+    task: str,
+    obs_keys: list[str],
+    attrs: dict[str, Any],
+    action_dim: int | None,
+    streamed: set[str],
+    limit: int | None = None,
 ) -> TaskData:
     if f"data/{task}" not in handle:
         raise DatasetError(f"{path}: no task {task!r} (dataset tasks: {', '.join(attrs['tasks'])})")
@@ -438,6 +453,10 @@ def _read_task(
     demo_names = sorted((n for n in group if n.startswith("demo_")), key=lambda n: int(n.split("_")[1]))
     if not demo_names:
         raise DatasetError(f"{path}: task {task!r} has no demos")
+    if limit is not None:
+        if limit > len(demo_names):
+            raise DatasetError(f"{path}: task {task!r} has {len(demo_names)} demos, fewer than data.train_demos.{task} = {limit}")
+        demo_names = demo_names[:limit]
     spec = attrs["observation_spec"]
     observations: dict[str, list[np.ndarray]] = {key: [] for key in obs_keys}
     actions: list[np.ndarray] = []
@@ -476,6 +495,9 @@ def _read_task(
         if stats_path not in handle:
             raise DatasetError(f"{path}: missing statistics {stats_path!r}")
         stats[key] = {name: np.asarray(handle[f"{stats_path}/{name}"], dtype=np.float32) for name in ("mean", "std", "min", "max")}
+        if limit is not None and key not in streamed:  # the statistics of the demos trained on, not of all stored
+            used = np.concatenate(actions if key == "actions" else observations[key])
+            stats[key] = summary_stats(used.reshape(len(used), -1))
         width = actions[0].shape[1] if key == "actions" else int(np.prod(observations[key][0].shape[1:]))
         for name, values in stats[key].items():
             if values.shape != (width,) and values.reshape(-1).shape != (width,):

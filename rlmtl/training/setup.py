@@ -117,7 +117,10 @@ def load_training_data(config: RunConfig, tasks: list[str], suite: Suite) -> tup
     check_dataset_matches(config, attrs, path, tasks, suite)
     action_dim = attrs["action_spec"]["shape"][0]
     streamed = streamed_keys(config, path, attrs, tasks)
-    data = load_dataset(path, tasks, config.agent.obs_keys, action_dim, stream_keys=streamed)
+    unknown = [task for task in config.data.train_demos if task not in tasks]
+    if unknown:
+        raise ConfigError(f"'data.train_demos.{unknown[0]}': {unknown[0]!r} is not a task of this run ({', '.join(tasks)})")
+    data = load_dataset(path, tasks, config.agent.obs_keys, action_dim, stream_keys=streamed, demo_limits=config.data.train_demos)
     meta = agent_meta(config, tasks, attrs["observation_spec"], action_dim)
     meta["dataset"] = {"path": str(path), "fingerprint": attrs.get("fingerprint", ""), "sha256": content_digest(path)}
     if attrs.get("renderer"):
