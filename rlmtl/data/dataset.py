@@ -5,7 +5,7 @@ Layout (version 1)::
     /                         attrs: format="rlmtl.dataset", format_version=1, backend, suite,
                                      tasks (JSON list), observation_spec, action_spec (JSON),
                                      seeds (JSON), fingerprint, rlmtl_version
-    /data/<task>/             attrs: task_index, num_demos, num_steps, requested_demos, attempts
+    /data/<task>/             attrs: task_index, num_demos, num_steps, requested_demos, attempts[, successes]
     /data/<task>/demo_<i>/    attrs: scene_seed, attempt, length
         obs/<key>             [T, ...]  float32 vectors (state, proprio) or uint8 [T, H, W, 3] images
         actions               [T, A] float32
@@ -76,6 +76,7 @@ class TaskRecord:
     episodes: list[Episode]
     requested_demos: int
     attempts: int
+    successes: int | None = None  # successful expert attempts, kept or not (collection); None: not known
 
 
 def summary_stats(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -234,6 +235,8 @@ def _write_task(data: Any, stats: Any, record: TaskRecord) -> None:
         requested_demos=record.requested_demos,
         attempts=record.attempts,
     )
+    if record.successes is not None:
+        group.attrs["successes"] = record.successes
     for i, episode in enumerate(record.episodes):
         demo = group.create_group(f"demo_{i}")
         demo.attrs.update(scene_seed=episode.scene_seed, attempt=episode.attempt, length=episode.length)

@@ -16,6 +16,9 @@ def test_collect_writes_only_successful_demos_and_reuses(tiny_config_file, tmp_p
     with h5py.File(path) as handle:
         group = handle["data/drawer-close-v3"]
         assert group.attrs["num_demos"] == 2
+        # every successful expert attempt is counted, the ones beyond the request too (drawer-close's
+        # expert always succeeds: the first round's 2 + 10% = 3 attempts all succeed)
+        assert group.attrs["attempts"] == 3 and group.attrs["successes"] == 3
         for name in ("demo_0", "demo_1"):
             demo = group[name]
             assert demo["success"][-1] and not demo["success"][:-1].any()  # stopped at first success
