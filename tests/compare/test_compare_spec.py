@@ -4,6 +4,7 @@ writing anything; and a spec's runs get their names, overrides and states (rlmtl
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -179,3 +180,12 @@ def test_spec_paths_and_yaml_round_trip(tmp_path):
     run = plan_runs(spec)[0]
     assert run.folder == tmp_path / "a folder: with colon" / "runs" / "toy-uniform-seed0"
     assert yaml.safe_load(spec_path.read_text())["seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["mt10_weighting.yaml", "smoke.yaml", "slurm_example.yaml"])
+def test_the_shipped_specs_load(name, monkeypatch):
+    """The specs in configs/compare/ (the README's commands) load from the repository root."""
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    spec = load_spec(Path("configs/compare") / name)
+    assert spec.baseline in spec.methods and plan_runs(spec)
