@@ -9,10 +9,11 @@ separately, tasks fixed) and percentile intervals:
   runs x tasks scores (scipy's 25% trimmed mean of the flattened matrix);
 - `mean`: `metrics.aggregate_mean`, the mean over tasks of the mean over runs;
 - `per_task`: each task's mean over runs;
-- `improvement`: `metrics.probability_of_improvement` of a method over the baseline, P(X > Y) for a
-  run X of the method and a run Y of the baseline on the same task (Mann-Whitney U / (n_x n_y),
-  ties counted half), averaged over tasks; its interval from rliable's independent stratified
-  bootstrap of the two matrices.
+- `improvement`: the probability of improvement of a method over the baseline (rliable's
+  `metrics.probability_of_improvement`, computed vectorised here: `probability_of_improvement`),
+  P(X > Y) for a run X of the method and a run Y of the baseline on the same task (Mann-Whitney
+  U / (n_x n_y), ties counted half), averaged over tasks; its interval from rliable's independent
+  stratified bootstrap of the two matrices.
 
 rliable draws its bootstrap indices from numpy's global generator (its `random_state` argument does
 not reach `StratifiedBootstrap.update_indices`), so each call here seeds that generator with
@@ -82,10 +83,19 @@ def _per_task(scores: np.ndarray) -> np.ndarray:
     return np.mean(scores, axis=0)
 
 
-def _improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> np.ndarray:
-    from rliable import metrics
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """rliable's `metrics.probability_of_improvement` ([runs_x, tasks], [runs_y, tasks]): per task
+    P(X > Y) + P(X = Y) / 2 over all pairs of runs (the Mann-Whitney U over n_x n_y), averaged over
+    tasks. The same value (tested against rliable), from one broadcast comparison instead of a scipy
+    call per task: the bootstrap calls it reps times per method, which took a minute per setting of
+    six methods and ten tasks with rliable's function, and takes a second this way."""
+    x, y = scores_x[:, None, :], scores_y[None, :, :]
+    per_task = np.mean((x > y) + 0.5 * (x == y), axis=(0, 1))
+    return float(np.mean(per_task))
 
-    return np.array([metrics.probability_of_improvement(scores_x, scores_y)])
+
+def _improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> np.ndarray:
+    return np.array([probability_of_improvement(scores_x, scores_y)])
 
 
 def _interval(values: np.ndarray) -> list[float]:

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 from rlmtl.compare.spec import Bootstrap
-from rlmtl.compare.statistics import method_statistics
+from rlmtl.compare.statistics import method_statistics, probability_of_improvement
 
 pytest.importorskip("rliable")
 from rliable import library, metrics  # noqa: E402
@@ -83,6 +83,15 @@ def test_seeded_reproducible_and_the_global_generator_left_alone():
     assert first == second
     other = method_statistics({"uniform": UNIFORM, "famo": FAMO}, TASKS, "uniform", Bootstrap(reps=300, seed=4))
     assert other["famo"]["iqm_ci"] != first["famo"]["iqm_ci"]
+
+
+def test_probability_of_improvement_is_rliables():
+    generator = np.random.default_rng(5)
+    for runs_x, runs_y in [(3, 3), (2, 5), (1, 4)]:
+        # success rates of 4 episodes: many ties
+        x, y = generator.integers(0, 5, (runs_x, 7)) / 4, generator.integers(0, 5, (runs_y, 7)) / 4
+        assert probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y), abs=1e-12)
+    assert probability_of_improvement(UNIFORM, UNIFORM) == metrics.probability_of_improvement(UNIFORM, UNIFORM) == 0.5
 
 
 def test_one_run_gives_a_point_interval():
