@@ -1,4 +1,4 @@
-"""The `rlmtl` command line: collect, train, eval, run, affinity, import-rlbench, export, import, report, list, config.
+"""The `rlmtl` command line: collect, train, eval, run, compare, affinity, import-rlbench, export, import, report, list, config.
 
 Each subcommand is a thin wrapper: it loads the config (YAML + dotted overrides), calls the stage
 in its package (rlmtl/data, rlmtl/training, rlmtl/evaluation, rlmtl/tag, rlmtl/pipeline.py) and
@@ -237,6 +237,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """collect (cached) -> train -> evaluate -> report, in one run folder."""
     return _run_main_job(args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """methods x seeds x settings of a spec, resumable, locally or on SLURM -> results.json, results.md, figure."""
+    from rlmtl.compare.comparison import run_comparison
+
+    return run_comparison(args.spec, dry_run=args.dry_run, report_only=args.report_only, wait=not args.no_wait)
+
+
+COMPARE_EPILOG = """\
+exit codes:
+  0  every run has results; results.json, results.md and comparison.png (+ .pdf) are written in OUT
+  2  bad spec (one line naming the spec file and the key), a run config that does not load, a run
+     folder in OUT that rlmtl compare did not write, or rliable / submitit missing
+  4  OUT is in use by another rlmtl compare, or cannot be written
+  7  some runs have no results (failed: see OUT/logs/<run>.log or the SLURM log named; or, with
+     --no-wait, still queued): the results of the finished ones are written
+  130  stopped (SIGINT or SIGTERM): the runs were stopped too; the same command continues
+
+Run again, the same command skips finished runs, resumes interrupted ones from their checkpoints,
+and never starts a run that another process is running.
+"""
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
@@ -499,6 +521,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="resume training in an existing run folder")
     _groups_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "compare",
+        help="run methods x seeds x settings of a spec (resumable; locally or on SLURM) -> results.json, results.md, figure",
+        description="Run every (setting, method, seed) of SPEC that has no results yet, then write OUT/results.json,\n"
+        "OUT/results.md and OUT/comparison.png (+ .pdf): IQM and mean success with stratified-bootstrap\n"
+        "intervals and the probability of improvement over the baseline (rliable). See the README, 'Comparing methods'.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("spec", help="comparison spec (YAML: out, settings, methods, seeds, ...)")
+    p.add_argument("--dry-run", action="store_true", help="print each run, its state and its command; run and write nothing")
+    p.add_argument("--report-only", action="store_true", help="write the results of the finished runs; run nothing")
+    p.add_argument("--no-wait", action="store_true", help="launcher slurm: submit and return (exit 7 while jobs are unfinished)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("affinity", help="train with TAG's inter-task affinity probe and search task groupings")
     _config_args(p)

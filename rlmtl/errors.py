@@ -9,6 +9,8 @@ Exit codes (the `rlmtl eval --help` epilog and the README list them too):
     5  evaluation success below the bar set by --min-success / --min-task-success (SuccessBelowBar)
     6  evaluation episodes that failed on every rerun (worker crash or hang, or a simulator error such as a scene that cannot be built; EpisodeErrors); results
        are written, and this takes precedence over 5
+    7  `rlmtl compare`: some runs have no results yet (a run failed, or its SLURM job is still queued or running with
+       --no-wait; RunsUnfinished); results.json and results.md hold the finished ones
 """
 
 EXIT_OK = 0
@@ -17,6 +19,7 @@ EXIT_CHECKPOINT = 3
 EXIT_OUTPUT = 4
 EXIT_BELOW_BAR = 5
 EXIT_EPISODE_ERRORS = 6
+EXIT_RUNS_UNFINISHED = 7
 
 
 class RlmtlError(Exception):
@@ -62,3 +65,9 @@ class SuccessBelowBar(RlmtlError):
         count = len(self.shortfalls)
         lines = [f"success below the bar ({count} shortfall{'s' if count != 1 else ''}):", *(f"  {line}" for line in self.shortfalls)]
         super().__init__("\n".join(lines))
+
+
+class RunsUnfinished(RlmtlError):
+    """`rlmtl compare` ended with runs that have no results (failed, or queued on SLURM): the results of the others are written."""
+
+    exit_code = EXIT_RUNS_UNFINISHED

@@ -82,6 +82,24 @@ class FolderLock:
         self.release()
 
 
+def lock_holder(folder: Path, lock_name: str = LOCK_NAME) -> str | None:
+    """Who holds the lock of `folder` ('pid 123 on host (...)'), or None when nobody does; writes nothing."""
+    path = Path(folder) / lock_name
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise OutputError(f"{path}: cannot read the lock file ({error.strerror or error})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(handle)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+
 def _read_holder(handle: IO[str]) -> str:
     """'pid 123 on host (rlmtl train, since ...)' from the lock file, or 'another rlmtl process'."""
     handle.seek(0)

@@ -4,8 +4,8 @@
     python scripts/compare_groups.py [--ks 2,3] [--seeds 0] [--affinity runs/mt10-affinity-seed0/affinity.json]
 
 1. The affinity run (`rlmtl affinity configs/mt10.yaml`) if its affinity.json is missing.
-2. One model on all tasks: `rlmtl run configs/compare_default.yaml` (the uniform row of
-   scripts/compare_methods.py, reused when it exists).
+2. One model on all tasks: `rlmtl run configs/compare_default.yaml` (the config of the default/uniform
+   runs of `rlmtl compare configs/compare/mt10_weighting.yaml`).
 3. For each k: `rlmtl run configs/compare_default.yaml --groups AFFINITY --k k`: one model per
    group with the same config, so every task gets the same steps and samples as in the single run.
 Finished runs (eval.json present) are not redone. Results go to results/groups_comparison.json

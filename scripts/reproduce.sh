@@ -19,4 +19,4 @@ echo "image job wall time: ${SECONDS} s"
 "$PY" scripts/bench_weighting.py configs/mt10.yaml
 MUJOCO_GL=${MUJOCO_GL:-egl} "$PY" scripts/bench_eval_load.py --tasks 10 --episodes 100
 # Longer sweeps (resumable; hours on a 2-core CPU): the method table and the grouped-model comparison.
-# "$PY" scripts/compare_methods.py && "$PY" scripts/compare_groups.py
+# .venv/bin/rlmtl compare configs/compare/mt10_weighting.yaml && "$PY" scripts/compare_groups.py

@@ -74,7 +74,7 @@ def test_list_and_help(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "metaworld" in out and "reach-v3" in out and "uniform" in out and "mlp" in out
-    for command in ("collect", "train", "eval", "run", "report", "list", "config"):
+    for command in ("collect", "train", "eval", "run", "compare", "report", "list", "config"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
