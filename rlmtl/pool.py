@@ -178,6 +178,7 @@ def _serve(conn: Connection, setup: _WorkerSetup, progress: Any) -> None:
         return
     conn.send(("ready", None))
     running: Running = {}
+    outbox: list[tuple] = []  # replies of the jobs that ended, sent together (see `_flush`)
     try:
         while True:
             while not running or conn.poll():  # wait for jobs when idle; else take only those already sent
@@ -186,7 +187,8 @@ def _serve(conn: Connection, setup: _WorkerSetup, progress: Any) -> None:
                     return
                 for job_id, fn, args in message:
                     _mark(progress, job_id)
-                    _start(conn, running, job_id, fn, args)
+                    _start(outbox, running, job_id, fn, args)
+                _flush(conn, outbox)
             _mark(progress, 0)
             jobs = list(running)
             try:
@@ -194,7 +196,7 @@ def _serve(conn: Connection, setup: _WorkerSetup, progress: Any) -> None:
                     raise RuntimeError("a batched job ran in a pool without a service")
                 answers = setup.service([running[job_id][1] for job_id in jobs])
             except RlmtlError as error:
-                conn.send((jobs[0], "fatal", str(error)))
+                conn.send(("results", [(jobs[0], "fatal", str(error))]))
                 return
             except Exception as error:  # charged to every job it served
                 conn.send(("service_error", jobs, f"{_describe(error)} (in the batched service call)"))
@@ -202,12 +204,21 @@ def _serve(conn: Connection, setup: _WorkerSetup, progress: Any) -> None:
                 continue
             for job_id, answer in zip(jobs, answers):
                 _mark(progress, job_id)
-                _advance(conn, running, job_id, answer)
+                _advance(outbox, running, job_id, answer)
+            _flush(conn, outbox)
     except (EOFError, OSError, ValueError):  # the parent is gone
         return
 
 
-def _start(conn: Connection, running: Running, job_id: int, fn: Callable[..., Any], args: tuple) -> None:
+def _flush(conn: Connection, outbox: list[tuple]) -> None:
+    """Send the replies of every job that ended in one step as ONE message, so the parent hands the
+    freed places new jobs together (the worker then starts them together), however it is scheduled."""
+    if outbox:
+        conn.send(("results", list(outbox)))
+        outbox.clear()
+
+
+def _start(outbox: list[tuple], running: Running, job_id: int, fn: Callable[..., Any], args: tuple) -> None:
     """Start a job: a plain job runs to its end; a generator runs to its first request."""
 
     def first() -> Any:
@@ -217,18 +228,18 @@ def _start(conn: Connection, running: Running, job_id: int, fn: Callable[..., An
         running[job_id] = (started, None)
         return next(started)
 
-    _settle(conn, running, job_id, first)
+    _settle(outbox, running, job_id, first)
 
 
-def _advance(conn: Connection, running: Running, job_id: int, answer: Any) -> None:
+def _advance(outbox: list[tuple], running: Running, job_id: int, answer: Any) -> None:
     """Answer a batched job's request; it runs to its next request or its end."""
     generator = running[job_id][0]
-    _settle(conn, running, job_id, lambda: generator.send(answer))
+    _settle(outbox, running, job_id, lambda: generator.send(answer))
 
 
-def _settle(conn: Connection, running: Running, job_id: int, step: Callable[[], Any]) -> None:
+def _settle(outbox: list[tuple], running: Running, job_id: int, step: Callable[[], Any]) -> None:
     """Run one step of a job and file what came of it: its next request (kept in `running`) or
-    its result, error or fatal error (sent to the parent)."""
+    its result, error or fatal error (queued in `outbox` for the parent)."""
     try:
         request = step()
     except StopIteration as done:
@@ -241,7 +252,7 @@ def _settle(conn: Connection, running: Running, job_id: int, step: Callable[[], 
         running[job_id] = (running[job_id][0], request)
         return
     running.pop(job_id, None)
-    conn.send(reply)
+    outbox.append(reply)
 
 
 def _mark(progress: Any, job_id: int) -> None:
@@ -516,16 +527,20 @@ class RobustPool:
                     return f"worker initialisation failed: {message[1]}", None, finished
                 elif kind == "service_error":
                     return f"raised {message[2]}", set(message[1]), finished
-                else:
-                    job_id, status, value = message
-                    if status == "fatal":
-                        raise RlmtlError(value)
-                    if status != "ok":
-                        return f"raised {value}", {job_id}, finished  # the worker is replaced, the job rerun
-                    job = slot.jobs.pop(job_id)
-                    slot.remember_group(job)
-                    slot.since = time.monotonic()
-                    finished.append(JobResult(job.key, value, "", job.attempt))
+                else:  # "results": the replies of the jobs that ended in one step
+                    failed: tuple | None = None
+                    for job_id, status, value in message[1]:
+                        if status == "fatal":
+                            raise RlmtlError(value)
+                        if status != "ok":
+                            failed = failed or (job_id, value)
+                            continue
+                        job = slot.jobs.pop(job_id)
+                        slot.remember_group(job)
+                        slot.since = time.monotonic()
+                        finished.append(JobResult(job.key, value, "", job.attempt))
+                    if failed is not None:
+                        return f"raised {failed[1]}", {failed[0]}, finished  # the worker is replaced, the job rerun
         except (EOFError, OSError):
             pass
         if not slot.process.is_alive():
