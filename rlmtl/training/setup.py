@@ -171,5 +171,5 @@ def build_parts(
     val_sampler = sampler_with_seed(cfg.seed + 1) if weighting.requirements.val_batch else None
     nonfinite = NonFiniteMonitor(len(tasks), cfg.max_nonfinite_steps, device)
     every = config.diagnostics.every
-    conflict = GradientConflictMonitor(len(tasks), every) if every else None
+    conflict = GradientConflictMonitor(len(tasks), every) if every and len(tasks) > 1 else None  # one task: no pairs
     return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, conflict)

@@ -147,8 +147,9 @@ def test_every_kind_of_method_logs_the_measurements(folder, method):
         ]
 
 
-def test_off_writes_nothing(folder):
-    run = train(load_config(write_config(folder, "off", "uniform", steps=2), ["diagnostics.every=0"]), progress=False).run_dir
+@pytest.mark.parametrize("overrides", [["diagnostics.every=0"], ["diagnostics.every=1", "env.tasks=[reach-v3]"]], ids=["off", "one-task"])
+def test_off_or_one_task_writes_nothing(folder, overrides):
+    run = train(load_config(write_config(folder, "off", "uniform", steps=2), overrides), progress=False).run_dir
     assert not any("conflict" in r or "grad_norm" in r for r in metrics(run))
     assert not [tag for tag in scalars(run) if tag.startswith(("conflict/", "grad_norm/"))]
 
