@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Throughput of rlmtl on this machine: training samples/s, data-parallel training samples/s with
-1 and 2 gloo processes (torchrun's setup, one torch thread each) and their scaling ratio,
-evaluation episodes/s with 1 and 2 worker processes, and collection time per 100 demos (1 and 2 workers).
+1 and 2 gloo processes (torchrun's setup, one torch thread each) and their scaling ratio, the cost
+of TAG's affinity probe and of the gradient-conflict diagnostics (training time with them over
+without, interleaved), evaluation episodes/s with 1 and 2 worker processes, and collection time per
+100 demos (1 and 2 workers).
 
-    python scripts/benchmark.py [CONFIG] [--checkpoint RUN_OR_CKPT] [--train-steps 300] [--ddp-only]
+    python scripts/benchmark.py [CONFIG] [--checkpoint RUN_OR_CKPT] [--train-steps 300] [--ddp-only | --diagnostics-only]
 
 Uses CONFIG's agent and batch (default configs/mt10.yaml). Evaluation uses the given checkpoint
 (default: the main job's run folder if it exists, else a model trained briefly here), so episode
@@ -106,6 +108,42 @@ def bench_probe(config, steps: int, every: int, rounds: int = 5) -> float:
     return statistics.median(ratios)
 
 
+def bench_diagnostics(config, every: int, rounds: int = 31) -> tuple[float, float, float, float]:
+    """Training with the gradient-conflict diagnostics every `every` steps against without them, two
+    trainers stepped in alternation: each round runs `every` steps of each (one measurement, then the
+    log step's host read of it: `take`), which one goes first alternating between rounds. Returns
+    (median per-round time ratio, its min and max, the median extra milliseconds per measurement)."""
+    import statistics
+    from dataclasses import replace
+
+    from rlmtl.training.trainer import Trainer
+
+    method = config.weighting.name
+    plain = Trainer(replace(config, name=f"bench-plain-{method}", diagnostics=replace(config.diagnostics, every=0)), progress=False)
+    measured = Trainer(replace(config, name=f"bench-diag-{method}", diagnostics=replace(config.diagnostics, every=every)), progress=False)
+    for trainer in (plain, measured):  # warm-up, a measurement included
+        for _ in range(every):
+            trainer.train_step()
+        if trainer.parts.conflict is not None:
+            trainer.parts.conflict.take()
+    ratios, extra_ms = [], []
+    for round_index in range(rounds):
+        times = {}
+        for trainer in (plain, measured) if round_index % 2 == 0 else (measured, plain):
+            start = time.perf_counter()
+            for _ in range(every):
+                losses, _ = trainer.train_step()
+            losses.sum().item()
+            if trainer.parts.conflict is not None:
+                assert len(trainer.parts.conflict.take()) == 1
+            times[trainer is measured] = time.perf_counter() - start
+        ratios.append(times[True] / times[False])
+        extra_ms.append((times[True] - times[False]) * 1000)
+    plain.release()
+    measured.release()
+    return statistics.median(ratios), min(ratios), max(ratios), statistics.median(extra_ms)
+
+
 def bench_eval(checkpoint: str, episodes: int, workers: int) -> float:
     from rlmtl.evaluation.evaluate import evaluate_checkpoint
     from rlmtl.evaluation.settings import EvalSettings
@@ -130,6 +168,24 @@ def bench_collect(config, workers: int, demos_per_task: int, folder: Path) -> fl
     return (time.perf_counter() - start) * 100 / total
 
 
+def print_diagnostics_cost(config, rounds: int) -> None:
+    """The gradient-conflict diagnostics at CONFIG's interval (the default unless CONFIG sets one), with
+    CONFIG's method and with PCGrad, whose task gradients the diagnostics reuse."""
+    from dataclasses import replace
+
+    from rlmtl.config import DiagnosticsConfig
+
+    every = config.diagnostics.every or DiagnosticsConfig().every
+    for method in dict.fromkeys([config.weighting.name, "pcgrad"]):
+        ratio, low, high, extra = bench_diagnostics(
+            replace(config, weighting=replace(config.weighting, name=method, params={})), every, rounds
+        )
+        print(
+            f"gradient-conflict diagnostics every {every} steps ({method}): {ratio:.3f}x the training time without them "
+            f"(median of {rounds} rounds of {every} steps, range {low:.2f}-{high:.2f}; {extra:+.1f} ms per measurement)"
+        )
+
+
 def main() -> int:
     from rlmtl.config import load_config
 
@@ -142,6 +198,10 @@ def main() -> int:
     parser.add_argument("--ddp-steps", type=int, default=200, help="timed steps of the data-parallel measurement")
     parser.add_argument("--ddp-batch-per-task", type=int, default=0, help="global batch per task of that measurement; 0 = CONFIG's")
     parser.add_argument("--ddp-only", action="store_true", help="only the 1-vs-2-process data-parallel training measurement")
+    parser.add_argument("--diagnostics-rounds", type=int, default=31, help="rounds of the gradient-conflict diagnostics measurement")
+    parser.add_argument(
+        "--diagnostics-only", action="store_true", help="only the gradient-conflict diagnostics' cost (no data-parallel, evaluation, ...)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -149,6 +209,9 @@ def main() -> int:
         from rlmtl.data.collect import collect
 
         collect(config, progress=False)
+        if args.diagnostics_only:
+            print_diagnostics_cost(config, args.diagnostics_rounds)
+            return 0
         from dataclasses import replace
 
         batch = args.ddp_batch_per_task or config.train.batch_per_task
@@ -170,6 +233,7 @@ def main() -> int:
         for every in sorted({config.affinity.probe_every or DEFAULT_PROBE_EVERY, 10}):
             ratio = bench_probe(config, 100, every)
             print(f"affinity probe every {every} steps: {ratio:.2f}x the training step time without it")
+        print_diagnostics_cost(config, args.diagnostics_rounds)
         checkpoint = args.checkpoint
         main_run = ROOT / "runs" / "mt10-uniform-seed0"
         if checkpoint is None and (main_run / "checkpoints" / "last").is_file():
