@@ -108,40 +108,60 @@ def bench_probe(config, steps: int, every: int, rounds: int = 5) -> float:
     return statistics.median(ratios)
 
 
-def bench_diagnostics(config, every: int, rounds: int = 31) -> tuple[float, float, float, float]:
-    """Training with the gradient-conflict diagnostics every `every` steps against without them, two
-    trainers stepped in alternation: each round runs `every` steps of each (one measurement, then the
-    log step's host read of it: `take`), which one goes first alternating between rounds. Returns
-    (median per-round time ratio, its min and max, the median extra milliseconds per measurement)."""
+def bench_diagnostics(config, every: int, rounds: int = 31, single_steps: int = 300) -> dict[str, float]:
+    """The gradient-conflict diagnostics' cost, two ways, from three trainers of CONFIG (diagnostics
+    off, every `every` steps, every step) stepped in alternation in one process:
+
+    * side by side: rounds of `every` steps of the first two (one measurement and the log step's host
+      read of it, `take`, per round; which goes first alternates): the median per-round time ratio
+      (`ratio`) and its range (`low`, `high`);
+    * per measurement: single steps of the first and the third in alternation (each step waited for,
+      the third's measurement read after it): the median extra milliseconds of a step with a
+      measurement (`extra_ms`) over a step without (`step_ms`), and the ratio they imply at `every`,
+      1 + extra / (every x step) (`implied`), which this machine's noise moves much less.
+    """
     import statistics
     from dataclasses import replace
 
     from rlmtl.training.trainer import Trainer
 
-    method = config.weighting.name
-    plain = Trainer(replace(config, name=f"bench-plain-{method}", diagnostics=replace(config.diagnostics, every=0)), progress=False)
-    measured = Trainer(replace(config, name=f"bench-diag-{method}", diagnostics=replace(config.diagnostics, every=every)), progress=False)
-    for trainer in (plain, measured):  # warm-up, a measurement included
-        for _ in range(every):
-            trainer.train_step()
+    def trainer_every(interval: int) -> Trainer:
+        name = f"bench-diag{interval}-{config.weighting.name}"
+        return Trainer(replace(config, name=name, diagnostics=replace(config.diagnostics, every=interval)), progress=False)
+
+    def timed(trainer: Trainer, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            losses, _ = trainer.train_step()
+        losses.sum().item()  # wait for the device
         if trainer.parts.conflict is not None:
             trainer.parts.conflict.take()
-    ratios, extra_ms = [], []
+        return time.perf_counter() - start
+
+    plain, measured, always = trainer_every(0), trainer_every(every), trainer_every(1)
+    for trainer in (plain, measured, always):  # warm-up, a measurement included
+        timed(trainer, every)
+    ratios = []
     for round_index in range(rounds):
-        times = {}
-        for trainer in (plain, measured) if round_index % 2 == 0 else (measured, plain):
-            start = time.perf_counter()
-            for _ in range(every):
-                losses, _ = trainer.train_step()
-            losses.sum().item()
-            if trainer.parts.conflict is not None:
-                assert len(trainer.parts.conflict.take()) == 1
-            times[trainer is measured] = time.perf_counter() - start
-        ratios.append(times[True] / times[False])
-        extra_ms.append((times[True] - times[False]) * 1000)
-    plain.release()
-    measured.release()
-    return statistics.median(ratios), min(ratios), max(ratios), statistics.median(extra_ms)
+        pair = (plain, measured) if round_index % 2 == 0 else (measured, plain)
+        times = {trainer: timed(trainer, every) for trainer in pair}
+        ratios.append(times[measured] / times[plain])
+    singles: dict[Trainer, list[float]] = {plain: [], always: []}
+    for index in range(single_steps):
+        for trainer in (plain, always) if index % 2 == 0 else (always, plain):
+            singles[trainer].append(timed(trainer, 1))
+    for trainer in (plain, measured, always):
+        trainer.release()
+    step_ms = statistics.median(singles[plain]) * 1000
+    extra_ms = statistics.median(singles[always]) * 1000 - step_ms
+    return {
+        "ratio": statistics.median(ratios),
+        "low": min(ratios),
+        "high": max(ratios),
+        "step_ms": step_ms,
+        "extra_ms": extra_ms,
+        "implied": 1 + extra_ms / (every * step_ms),
+    }
 
 
 def bench_eval(checkpoint: str, episodes: int, workers: int) -> float:
@@ -177,12 +197,11 @@ def print_diagnostics_cost(config, rounds: int) -> None:
 
     every = config.diagnostics.every or DiagnosticsConfig().every
     for method in dict.fromkeys([config.weighting.name, "pcgrad"]):
-        ratio, low, high, extra = bench_diagnostics(
-            replace(config, weighting=replace(config.weighting, name=method, params={})), every, rounds
-        )
+        cost = bench_diagnostics(replace(config, weighting=replace(config.weighting, name=method, params={})), every, rounds)
         print(
-            f"gradient-conflict diagnostics every {every} steps ({method}): {ratio:.3f}x the training time without them "
-            f"(median of {rounds} rounds of {every} steps, range {low:.2f}-{high:.2f}; {extra:+.1f} ms per measurement)"
+            f"gradient-conflict diagnostics every {every} steps ({method}): {cost['ratio']:.3f}x the training time without them "
+            f"(median of {rounds} interleaved rounds of {every} steps, range {cost['low']:.2f}-{cost['high']:.2f}); "
+            f"one measurement adds {cost['extra_ms']:.1f} ms to a {cost['step_ms']:.1f} ms step, {cost['implied']:.3f}x at every {every}"
         )
 
 

@@ -32,13 +32,14 @@ def gradient_conflict(task_grads: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     """Per-task gradient norms and pairwise cosines of G [K, P] (row k = task k's gradient).
 
     Returns float64 tensors on G's device: (norms [K], cosine [K, K], fraction of the K(K-1)/2 pairs
-    with cosine < 0 (0-dim), mean cosine over those pairs (0-dim); both NaN when K = 1). The Gram
-    matrix is taken in G's dtype (one [K, P] x [P, K] product, no float64 copy of G), the norms in
-    float64; a zero row has cosine 0 with every row, itself included."""
+    with cosine < 0 (0-dim), mean cosine over those pairs (0-dim); both NaN when K = 1). One pass
+    over G: the Gram matrix G G^T in G's dtype (one [K, P] x [P, K] product, no float64 copy of G),
+    the norms from its diagonal, the rest on [K, K] in float64; a zero row has cosine 0 with every
+    row, itself included."""
     rows = task_grads.detach()
     num_tasks = rows.shape[0]
     gram = (rows @ rows.T).to(torch.float64)
-    norms = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64)
+    norms = gram.diagonal().clamp_min(0.0).sqrt()
     scale = torch.outer(norms, norms)
     cosine = torch.where(scale > 0, gram / scale.clamp_min(torch.finfo(torch.float64).tiny), 0.0).clamp(-1.0, 1.0)
     first, second = torch.triu_indices(num_tasks, num_tasks, offset=1, device=rows.device)  # index tensors: no host sync
