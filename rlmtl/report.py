@@ -163,35 +163,62 @@ def plot_gradient_conflict(metrics: list[dict[str, Any]], target: Path) -> list[
     return save_figure(figure, target)
 
 
+def _smoothing_window(count: int) -> int:
+    """Measurements per running mean: one gradient per task per step is noisy, so a long run's
+    curves average about 1/25 of its measurements (1 = the measurements themselves)."""
+    return max(1, count // 25)
+
+
+def _running_mean(steps: list[int], values: list[float], window: int, log: bool = False) -> tuple[list[float], list[float]]:
+    """(centre steps, means) of every `window` consecutive values (geometric means with `log`)."""
+    if window <= 1:
+        return list(map(float, steps)), values
+    kernel = np.ones(window) / window
+    series = np.log(values) if log else np.asarray(values, dtype=float)
+    means = np.convolve(series, kernel, mode="valid")
+    return np.convolve(steps, kernel, mode="valid").tolist(), (np.exp(means) if log else means).tolist()
+
+
+def _smoothed_title(title: str, window: int) -> str:
+    return title if window <= 1 else f"{title}\n(running mean over {window} measurements)"
+
+
 def _plot_gradient_norms(axis: Any, records: list[dict[str, Any]], tasks: list[str]) -> list[Any]:
-    """|g_k| over the measured steps, one line per task (log scale); returns the lines."""
+    """|g_k| over the measured steps, one line per task (log scale; a running geometric mean when
+    there are many measurements); returns the lines."""
     steps = [m["conflict"]["step"] for m in records]
+    window = _smoothing_window(len(records))
     colors = task_colors(len(tasks))
     lines = []
     for index, task in enumerate(tasks):
-        values = [m["grad_norm"][task] for m in records]
-        (line,) = axis.plot(steps, values, color=colors[index], linestyle=task_line_style(index), linewidth=1.2)
+        x, y = _running_mean(steps, [m["grad_norm"][task] for m in records], window, log=True)
+        (line,) = axis.plot(x, y, color=colors[index], linestyle=task_line_style(index), linewidth=1.2)
         lines.append(line)
     axis.set_yscale("log")
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("gradient norm |g_k| (log scale)")
-    axis.set_title("per-task gradient norm of the shared parameters", fontsize=10)
+    axis.set_title(_smoothed_title("per-task gradient norm of the shared parameters", window), fontsize=10)
     axis.grid(alpha=0.25, linewidth=0.5)
     return lines
 
 
 def _plot_conflict_fraction(axis: Any, records: list[dict[str, Any]]) -> None:
-    """The fraction of task pairs with a negative cosine, and the mean pairwise cosine, over steps."""
+    """The fraction of task pairs with a negative cosine, and the mean pairwise cosine, over steps
+    (running means when there are many measurements, over the measurements themselves in a light line)."""
     steps = [m["conflict"]["step"] for m in records]
-    axis.plot(steps, [m["conflict"]["fraction"] for m in records], color="black", linewidth=1.5, label="fraction of pairs with cosine < 0")
-    axis.plot(
-        steps, [m["conflict"]["mean_cosine"] for m in records], color="grey", linestyle="--", linewidth=1.2, label="mean pairwise cosine"
-    )
+    window = _smoothing_window(len(records))
+    fractions = [m["conflict"]["fraction"] for m in records]
+    cosines = [m["conflict"]["mean_cosine"] for m in records]
+    if window > 1:
+        axis.plot(steps, fractions, color="black", alpha=0.2, linewidth=0.6)
+        axis.plot(steps, cosines, color="grey", alpha=0.3, linewidth=0.6)
+    axis.plot(*_running_mean(steps, fractions, window), color="black", linewidth=1.5, label="fraction of pairs with cosine < 0")
+    axis.plot(*_running_mean(steps, cosines, window), color="grey", linestyle="--", linewidth=1.2, label="mean pairwise cosine")
     axis.axhline(0, color="grey", linewidth=0.5)
-    axis.set_ylim(min(-0.05, *(m["conflict"]["mean_cosine"] - 0.05 for m in records)), 1.02)
+    axis.set_ylim(min(-0.05, *(c - 0.05 for c in cosines)), 1.02)
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("fraction / cosine")
-    axis.set_title("gradient conflict between tasks", fontsize=10)
+    axis.set_title(_smoothed_title("gradient conflict between tasks", window), fontsize=10)
     axis.legend(fontsize=8, frameon=False)
     axis.grid(alpha=0.25, linewidth=0.5)
 

@@ -165,3 +165,21 @@ def test_report_has_the_conflict_figure_and_the_final_conflict_fraction(tmp_path
     (run / "plots" / "gradient_conflict.png").unlink()
     report.write_report(run)
     assert "Gradient conflict" not in (run / "report.md").read_text() and not (run / "plots" / "gradient_conflict.png").exists()
+
+
+def test_many_measurements_are_drawn_as_running_means(captured, tmp_path):
+    """One gradient per task per step is noisy: 100 measurements are drawn as running means over 4,
+    geometric for the norms (log axis), the conflict fraction also as measured in a light line."""
+    records = []
+    for index in range(100):
+        record = conflict_metrics(TASKS)[index % 10]
+        records.append({**record, "conflict": {**record["conflict"], "step": 10 * (index + 1)}})
+    records[0]["grad_norm"] = {t: 1e-4 for t in TASKS}  # one outlier among 4: the geometric mean damps it
+    report.plot_gradient_conflict(records, tmp_path / "gradient_conflict.png")
+    norms, fractions = captured[0].axes[:2]
+    assert "running mean over 4" in norms.get_title()
+    first = norms.lines[0]
+    assert len(first.get_xdata()) == 97 and first.get_xdata()[0] == pytest.approx(25.0)
+    expected = np.exp(np.mean(np.log([1e-4] + [records[i]["grad_norm"][TASKS[0]] for i in (1, 2, 3)])))
+    assert first.get_ydata()[0] == pytest.approx(expected)
+    assert [len(line.get_xdata()) for line in fractions.lines[:2]] == [100, 100]  # the measurements, light
