@@ -11,7 +11,7 @@ ranks in the engine's all-reduce, so every rank measures the gradients of the gl
 From G, on the device:
 
     norms[k]     = |g_k|                                         [K]
-    cosine[i, j] = g_i . g_j / (|g_i| |g_j|), 0 if either is 0   [K, K]
+    cosine[i, j] = g_i . g_j / (|g_i| |g_j|), 0 if either is 0   [K, K]   (NaN for a non-finite g)
     fraction     = share of the K(K-1)/2 pairs i < j with cosine < 0 (conflicting pairs)
     mean_cosine  = mean of cosine over those pairs
 
@@ -35,16 +35,18 @@ def gradient_conflict(task_grads: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     with cosine < 0 (0-dim), mean cosine over those pairs (0-dim); both NaN when K = 1). One pass
     over G: the Gram matrix G G^T in G's dtype (one [K, P] x [P, K] product, no float64 copy of G),
     the norms from its diagonal, the rest on [K, K] in float64; a zero row has cosine 0 with every
-    row, itself included."""
+    row, itself included; a non-finite row (a skipped step) makes its cosines, the fraction and the
+    mean NaN."""
     rows = task_grads.detach()
     num_tasks = rows.shape[0]
     gram = (rows @ rows.T).to(torch.float64)
     norms = gram.diagonal().clamp_min(0.0).sqrt()
     scale = torch.outer(norms, norms)
-    cosine = torch.where(scale > 0, gram / scale.clamp_min(torch.finfo(torch.float64).tiny), 0.0).clamp(-1.0, 1.0)
+    cosine = torch.where(scale == 0, 0.0, gram / scale).clamp(-1.0, 1.0)  # NaN stays NaN
     first, second = torch.triu_indices(num_tasks, num_tasks, offset=1, device=rows.device)  # index tensors: no host sync
     pairs = cosine[first, second]
-    return norms, cosine, (pairs < 0).to(torch.float64).mean(), pairs.mean()
+    fraction = torch.where(pairs.isnan().any(), float("nan"), (pairs < 0).to(torch.float64).mean())
+    return norms, cosine, fraction, pairs.mean()
 
 
 @dataclass(frozen=True)

@@ -93,13 +93,16 @@ def test_image_agents_get_the_step_s_own_random_shifts_and_no_draw_of_the_random
     np.testing.assert_allclose(rows.double().numpy(), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_a_zero_gradient_has_cosine_zero_and_one_task_has_no_pairs():
+def test_a_zero_gradient_has_cosine_zero_a_nan_one_nan_and_one_task_no_pairs():
     rows = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-2.0, 0.0]])
     norms, cosine, fraction, mean_cosine = gradient_conflict(rows)
     assert norms.tolist() == [1.0, 0.0, 2.0]
     assert cosine.tolist() == [[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]]
     assert fraction.item() == pytest.approx(1 / 3) and mean_cosine.item() == pytest.approx(-1 / 3)
     _, _, fraction, mean_cosine = gradient_conflict(torch.ones(1, 3))
+    assert math.isnan(fraction.item()) and math.isnan(mean_cosine.item())
+    norms, cosine, fraction, mean_cosine = gradient_conflict(torch.tensor([[1.0, 0.0], [float("nan"), 0.0], [-2.0, 0.0]]))
+    assert math.isnan(norms[1].item()) and cosine[1].isnan().all() and cosine[0, 2].item() == -1.0  # a skipped step
     assert math.isnan(fraction.item()) and math.isnan(mean_cosine.item())
 
 
