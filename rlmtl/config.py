@@ -135,6 +135,17 @@ class AffinityConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    """Measurements taken during training that do not change it (rlmtl/training/gradient_conflict.py)."""
+
+    every: int = _field(
+        100,
+        "steps between gradient-conflict measurements (per-task gradient norms of the shared parameters, their K x K "
+        "cosine matrix, the fraction of conflicting pairs), read at the next log step; 0 = off",
+    )
+
+
+@dataclass
 class EvalConfig:
     """Headless rollouts of the trained policy."""
 
@@ -169,6 +180,7 @@ class RunConfig:
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
@@ -310,6 +322,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "train.eval_every": config.train.eval_every,
         "train.grad_clip": config.train.grad_clip,
         "affinity.probe_every": config.affinity.probe_every,
+        "diagnostics.every": config.diagnostics.every,
         "eval.workers": config.eval.workers,
         "data.attempt_timeout_s": config.data.attempt_timeout_s,
         "data.memory_budget_gb": config.data.memory_budget_gb,

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rlmtl.atomic import write_text_atomic
 from rlmtl.errors import RlmtlError
 from rlmtl.evaluation.results import EvalResult, results_markdown
@@ -132,6 +134,128 @@ def _plot_evaluations(axis: Any, evals: list[dict[str, Any]], tasks: list[str], 
     return lines
 
 
+def conflict_records(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The metrics.jsonl records that carry a gradient-conflict measurement, in step order."""
+    return [m for m in metrics if "gradient_cosine" in m]
+
+
+def plot_gradient_conflict(metrics: list[dict[str, Any]], target: Path) -> list[Path]:
+    """The gradient-conflict diagnostics (rlmtl/training/gradient_conflict.py): per-task gradient
+    norms of the shared parameters over steps (task colours, one task legend), the fraction of
+    conflicting task pairs and the mean pairwise cosine over steps, and the K x K cosine matrix at
+    the first, middle and last measurements (the diagonal, always 1, in grey; one diverging scale
+    symmetric about 0 up to the largest off-diagonal |cosine| shown; one colourbar); saved as PNG and PDF."""
+    plt = pyplot()
+    records = conflict_records(metrics)
+    tasks = list(records[0]["grad_norm"])
+    shown = [records[i] for i in sorted({0, len(records) // 2, len(records) - 1})]
+    figure = plt.figure(figsize=(13.0, 8.6), constrained_layout=True)
+    grid = figure.add_gridspec(2, 6, height_ratios=[1.0, 1.25])
+    handles = _plot_gradient_norms(figure.add_subplot(grid[0, :3]), records, tasks)
+    _plot_conflict_fraction(figure.add_subplot(grid[0, 3:]), records)
+    width = 6 // len(shown)
+    heatmaps = [figure.add_subplot(grid[1, i * width : (i + 1) * width]) for i in range(len(shown))]
+    off_diagonal = ~np.eye(len(tasks), dtype=bool)
+    limit = max(float(np.abs(np.asarray(m["gradient_cosine"])[off_diagonal]).max(initial=0.0)) for m in shown) or 1.0
+    images = [_plot_cosine_matrix(axis, record, tasks, limit) for axis, record in zip(heatmaps, shown)]
+    figure.colorbar(images[-1], ax=heatmaps, shrink=0.85, label="cosine of the gradients of tasks i and j (diagonal: 1, grey)")
+    task_legend(figure, handles, tasks)
+    return save_figure(figure, target)
+
+
+def _smoothing_window(count: int) -> int:
+    """Measurements per running mean: one gradient per task per step is noisy, so a long run's
+    curves average about 1/25 of its measurements (1 = the measurements themselves)."""
+    return max(1, count // 25)
+
+
+def _running_mean(steps: list[int], values: list[float], window: int, log: bool = False) -> tuple[list[float], list[float]]:
+    """(centre steps, means) of every `window` consecutive values (geometric means with `log`)."""
+    if window <= 1:
+        return list(map(float, steps)), values
+    kernel = np.ones(window) / window
+    series = np.log(values) if log else np.asarray(values, dtype=float)
+    means = np.convolve(series, kernel, mode="valid")
+    return np.convolve(steps, kernel, mode="valid").tolist(), (np.exp(means) if log else means).tolist()
+
+
+def _smoothed_title(title: str, window: int) -> str:
+    return title if window <= 1 else f"{title}\n(running mean over {window} measurements)"
+
+
+def _plot_gradient_norms(axis: Any, records: list[dict[str, Any]], tasks: list[str]) -> list[Any]:
+    """|g_k| over the measured steps, one line per task (log scale; a running geometric mean when
+    there are many measurements); returns the lines."""
+    steps = [m["conflict"]["step"] for m in records]
+    window = _smoothing_window(len(records))
+    colors = task_colors(len(tasks))
+    lines = []
+    for index, task in enumerate(tasks):
+        x, y = _running_mean(steps, [m["grad_norm"][task] for m in records], window, log=True)
+        (line,) = axis.plot(x, y, color=colors[index], linestyle=task_line_style(index), linewidth=1.2)
+        lines.append(line)
+    axis.set_yscale("log")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("gradient norm |g_k| (log scale)")
+    axis.set_title(_smoothed_title("per-task gradient norm of the shared parameters", window), fontsize=10)
+    axis.grid(alpha=0.25, linewidth=0.5)
+    return lines
+
+
+def _plot_conflict_fraction(axis: Any, records: list[dict[str, Any]]) -> None:
+    """The fraction of task pairs with a negative cosine, and the mean pairwise cosine, over steps
+    (running means when there are many measurements, over the measurements themselves in a light line)."""
+    steps = [m["conflict"]["step"] for m in records]
+    window = _smoothing_window(len(records))
+    fractions = [m["conflict"]["fraction"] for m in records]
+    cosines = [m["conflict"]["mean_cosine"] for m in records]
+    if window > 1:
+        axis.plot(steps, fractions, color="black", alpha=0.2, linewidth=0.6)
+        axis.plot(steps, cosines, color="grey", alpha=0.3, linewidth=0.6)
+    axis.plot(*_running_mean(steps, fractions, window), color="black", linewidth=1.5, label="fraction of pairs with cosine < 0")
+    axis.plot(*_running_mean(steps, cosines, window), color="grey", linestyle="--", linewidth=1.2, label="mean pairwise cosine")
+    axis.axhline(0, color="grey", linewidth=0.5)
+    axis.set_ylim(min(-0.05, *(c - 0.05 for c in cosines)), 1.02)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("fraction / cosine")
+    axis.set_title(_smoothed_title("gradient conflict between tasks", window), fontsize=10)
+    axis.legend(fontsize=8, frameon=False)
+    axis.grid(alpha=0.25, linewidth=0.5)
+
+
+def _plot_cosine_matrix(axis: Any, record: dict[str, Any], tasks: list[str], limit: float) -> Any:
+    """The K x K cosine matrix of one measurement on a diverging scale [-limit, limit] (red:
+    conflicting), the diagonal in grey, task names on both axes in their task colours; returns the
+    image (for the colourbar)."""
+    cosine = np.ma.masked_array(record["gradient_cosine"], mask=np.eye(len(tasks), dtype=bool))
+    colormap = pyplot().get_cmap("RdBu").with_extremes(bad="lightgrey")
+    image = axis.imshow(cosine, cmap=colormap, vmin=-limit, vmax=limit)
+    font = 6 if len(tasks) <= 20 else 4
+    axis.set_xticks(range(len(tasks)), tasks, rotation=90, fontsize=font)
+    axis.set_yticks(range(len(tasks)), tasks, fontsize=font)
+    for labels in (axis.get_xticklabels(), axis.get_yticklabels()):
+        for label, color in zip(labels, task_colors(len(tasks))):
+            label.set_color(color)
+    conflict = record["conflict"]
+    axis.set_title(f"step {conflict['step']}: {conflict['fraction']:.0%} of pairs conflict", fontsize=9)
+    axis.set_xlabel("task j")
+    axis.set_ylabel("task i")
+    return image
+
+
+def conflict_summary(metrics: list[dict[str, Any]]) -> str:
+    """report.md's line on the last gradient-conflict measurement."""
+    last = conflict_records(metrics)[-1]
+    tasks = len(last["grad_norm"])
+    pairs = tasks * (tasks - 1) // 2
+    conflict = last["conflict"]
+    return (
+        f"Gradient conflict at step {conflict['step']} (the last measurement): {round(conflict['fraction'] * pairs)} of the "
+        f"{pairs} task pairs ({conflict['fraction']:.0%}) have shared-parameter gradients with a negative cosine; "
+        f"mean pairwise cosine {conflict['mean_cosine']:.3f}."
+    )
+
+
 def write_report(run_dir: Path, extra: str = "") -> Path:
     """Write run_dir/report.md and its figures (plots/*.png and *.pdf) from eval.json,
     metrics.jsonl and timings.json; `extra` (Markdown) goes after the per-task table."""
@@ -159,6 +283,9 @@ def write_report(run_dir: Path, extra: str = "") -> Path:
     if metrics:
         plot_training(metrics, plots / "training.png")
         lines += ["![training curves](plots/training.png)", ""]
+    if conflict_records(metrics):
+        plot_gradient_conflict(metrics, plots / "gradient_conflict.png")
+        lines += [conflict_summary(metrics), "", "![gradient conflict](plots/gradient_conflict.png)", ""]
     timings = run_dir / "timings.json"
     wall_times = json.loads(timings.read_text()) if timings.is_file() else {}
     if wall_times:

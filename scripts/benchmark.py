@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Throughput of rlmtl on this machine: training samples/s, data-parallel training samples/s with
-1 and 2 gloo processes (torchrun's setup, one torch thread each) and their scaling ratio,
-evaluation episodes/s with 1 and 2 worker processes, and collection time per 100 demos (1 and 2 workers).
+1 and 2 gloo processes (torchrun's setup, one torch thread each) and their scaling ratio, the cost
+of TAG's affinity probe and of the gradient-conflict diagnostics (training time with them over
+without, interleaved), evaluation episodes/s with 1 and 2 worker processes, and collection time per
+100 demos (1 and 2 workers).
 
-    python scripts/benchmark.py [CONFIG] [--checkpoint RUN_OR_CKPT] [--train-steps 300] [--ddp-only]
+    python scripts/benchmark.py [CONFIG] [--checkpoint RUN_OR_CKPT] [--train-steps 300] [--ddp-only | --diagnostics-only]
 
 Uses CONFIG's agent and batch (default configs/mt10.yaml). Evaluation uses the given checkpoint
 (default: the main job's run folder if it exists, else a model trained briefly here), so episode
@@ -106,6 +108,62 @@ def bench_probe(config, steps: int, every: int, rounds: int = 5) -> float:
     return statistics.median(ratios)
 
 
+def bench_diagnostics(config, every: int, rounds: int = 31, single_steps: int = 300) -> dict[str, float]:
+    """The gradient-conflict diagnostics' cost, two ways, from three trainers of CONFIG (diagnostics
+    off, every `every` steps, every step) stepped in alternation in one process:
+
+    * side by side: rounds of `every` steps of the first two (one measurement and the log step's host
+      read of it, `take`, per round; which goes first alternates): the median per-round time ratio
+      (`ratio`) and its range (`low`, `high`);
+    * per measurement: single steps of the first and the third in alternation (each step waited for,
+      the third's measurement read after it): the median extra milliseconds of a step with a
+      measurement (`extra_ms`) over a step without (`step_ms`), and the ratio they imply at `every`,
+      1 + extra / (every x step) (`implied`), which this machine's noise moves much less.
+    """
+    import statistics
+    from dataclasses import replace
+
+    from rlmtl.training.trainer import Trainer
+
+    def trainer_every(interval: int) -> Trainer:
+        name = f"bench-diag{interval}-{config.weighting.name}"
+        return Trainer(replace(config, name=name, diagnostics=replace(config.diagnostics, every=interval)), progress=False)
+
+    def timed(trainer: Trainer, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            losses, _ = trainer.train_step()
+        losses.sum().item()  # wait for the device
+        if trainer.parts.conflict is not None:
+            trainer.parts.conflict.take()
+        return time.perf_counter() - start
+
+    plain, measured, always = trainer_every(0), trainer_every(every), trainer_every(1)
+    for trainer in (plain, measured, always):  # warm-up, a measurement included
+        timed(trainer, every)
+    ratios = []
+    for round_index in range(rounds):
+        pair = (plain, measured) if round_index % 2 == 0 else (measured, plain)
+        times = {trainer: timed(trainer, every) for trainer in pair}
+        ratios.append(times[measured] / times[plain])
+    singles: dict[Trainer, list[float]] = {plain: [], always: []}
+    for index in range(single_steps):
+        for trainer in (plain, always) if index % 2 == 0 else (always, plain):
+            singles[trainer].append(timed(trainer, 1))
+    for trainer in (plain, measured, always):
+        trainer.release()
+    step_ms = statistics.median(singles[plain]) * 1000
+    extra_ms = statistics.median(singles[always]) * 1000 - step_ms
+    return {
+        "ratio": statistics.median(ratios),
+        "low": min(ratios),
+        "high": max(ratios),
+        "step_ms": step_ms,
+        "extra_ms": extra_ms,
+        "implied": 1 + extra_ms / (every * step_ms),
+    }
+
+
 def bench_eval(checkpoint: str, episodes: int, workers: int) -> float:
     from rlmtl.evaluation.evaluate import evaluate_checkpoint
     from rlmtl.evaluation.settings import EvalSettings
@@ -130,6 +188,23 @@ def bench_collect(config, workers: int, demos_per_task: int, folder: Path) -> fl
     return (time.perf_counter() - start) * 100 / total
 
 
+def print_diagnostics_cost(config, rounds: int) -> None:
+    """The gradient-conflict diagnostics at CONFIG's interval (the default unless CONFIG sets one), with
+    CONFIG's method and with PCGrad, whose task gradients the diagnostics reuse."""
+    from dataclasses import replace
+
+    from rlmtl.config import DiagnosticsConfig
+
+    every = config.diagnostics.every or DiagnosticsConfig().every
+    for method in dict.fromkeys([config.weighting.name, "pcgrad"]):
+        cost = bench_diagnostics(replace(config, weighting=replace(config.weighting, name=method, params={})), every, rounds)
+        print(
+            f"gradient-conflict diagnostics every {every} steps ({method}): {cost['ratio']:.3f}x the training time without them "
+            f"(median of {rounds} interleaved rounds of {every} steps, range {cost['low']:.2f}-{cost['high']:.2f}); "
+            f"one measurement adds {cost['extra_ms']:.1f} ms to a {cost['step_ms']:.1f} ms step, {cost['implied']:.3f}x at every {every}"
+        )
+
+
 def main() -> int:
     from rlmtl.config import load_config
 
@@ -142,6 +217,10 @@ def main() -> int:
     parser.add_argument("--ddp-steps", type=int, default=200, help="timed steps of the data-parallel measurement")
     parser.add_argument("--ddp-batch-per-task", type=int, default=0, help="global batch per task of that measurement; 0 = CONFIG's")
     parser.add_argument("--ddp-only", action="store_true", help="only the 1-vs-2-process data-parallel training measurement")
+    parser.add_argument("--diagnostics-rounds", type=int, default=31, help="rounds of the gradient-conflict diagnostics measurement")
+    parser.add_argument(
+        "--diagnostics-only", action="store_true", help="only the gradient-conflict diagnostics' cost (no data-parallel, evaluation, ...)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -149,6 +228,9 @@ def main() -> int:
         from rlmtl.data.collect import collect
 
         collect(config, progress=False)
+        if args.diagnostics_only:
+            print_diagnostics_cost(config, args.diagnostics_rounds)
+            return 0
         from dataclasses import replace
 
         batch = args.ddp_batch_per_task or config.train.batch_per_task
@@ -170,6 +252,7 @@ def main() -> int:
         for every in sorted({config.affinity.probe_every or DEFAULT_PROBE_EVERY, 10}):
             ratio = bench_probe(config, 100, every)
             print(f"affinity probe every {every} steps: {ratio:.2f}x the training step time without it")
+        print_diagnostics_cost(config, args.diagnostics_rounds)
         checkpoint = args.checkpoint
         main_run = ROOT / "runs" / "mt10-uniform-seed0"
         if checkpoint is None and (main_run / "checkpoints" / "last").is_file():

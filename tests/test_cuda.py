@@ -1,5 +1,6 @@
 """CUDA-only checks (marked `cuda`; skipped without a CUDA device, with the reason): training steps
-of several methods with no host synchronisation, and the streamed sampler's pinned-memory path.
+of several methods with no host synchronisation, also at gradient-conflict measurement steps, and
+the streamed sampler's pinned-memory path.
 `bash scripts/gpu_check.sh` runs these on a GPU machine."""
 
 from __future__ import annotations
@@ -36,6 +37,32 @@ def test_training_steps_do_not_sync_with_the_host(tmp_path, method):
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert torch.isfinite(losses).all()
+    finally:
+        trainer.release()
+
+
+@pytest.mark.parametrize("method", ["uniform", "pcgrad"])
+def test_gradient_conflict_measurements_do_not_sync_with_the_host(tmp_path, method):
+    """Measured every 2 steps (uniform: rows computed for it under a forked CUDA generator; pcgrad:
+    the method's own rows); the host reads them only in `take`, at the log step."""
+    from rlmtl.config import load_config
+    from rlmtl.training.trainer import Trainer
+
+    dataset = write_tiny_dataset(tmp_path / "d.h5")
+    overrides = [f"data.path={dataset}", f"env.tasks=[{','.join(TASKS)}]", "train.device=cuda", f"weighting.name={method}"]
+    overrides += [f"out_dir={tmp_path}", "name=cuda", "train.batch_per_task=8", "diagnostics.every=2"]
+    trainer = Trainer(load_config(None, overrides), progress=False)
+    try:
+        trainer.train_step()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(4):  # steps 2-5: measurements at 2 and 4
+                trainer.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        measured = trainer.parts.conflict.take()
+        assert [m.step for m in measured] == [2, 4] and all(0 <= m.fraction <= 1 for m in measured)
     finally:
         trainer.release()
 

@@ -109,3 +109,77 @@ def test_fifty_tasks_get_distinct_styles_and_a_legend_in_columns(captured, tmp_p
     assert len(styles) == 50
     (legend,) = figure.legends
     assert legend._ncols >= 2 and len(legend.get_texts()) == 50
+
+
+def conflict_metrics(tasks: list[str]) -> list[dict]:
+    """training_metrics with a gradient-conflict measurement in every log record (steps 10..100): task
+    0's gradient turns against the others' over training."""
+    metrics = [m for m in training_metrics(tasks) if "loss" in m]
+    k = len(tasks)
+    for index, record in enumerate(metrics):
+        against = -index / 10  # cosine of task 0 with every other task
+        cosine = np.full((k, k), 0.2)
+        cosine[0, :] = cosine[:, 0] = against
+        np.fill_diagonal(cosine, 1.0)
+        pairs = cosine[np.triu_indices(k, 1)]
+        record["grad_norm"] = {t: 0.1 * (i + 1) / (1 + index) for i, t in enumerate(tasks)}
+        record["conflict"] = {"step": record["step"], "fraction": float((pairs < 0).mean()), "mean_cosine": float(pairs.mean())}
+        record["gradient_cosine"] = cosine.tolist()
+    return metrics
+
+
+def test_gradient_conflict_figure_has_norms_per_task_fractions_and_three_labelled_heatmaps(captured, tmp_path):
+    report.plot_gradient_conflict(conflict_metrics(TASKS), tmp_path / "gradient_conflict.png")
+    figure = captured[0]
+    norms, fractions, *heatmaps, colourbar = figure.axes
+    assert len(heatmaps) == 3
+    for axis in (norms, fractions, *heatmaps):
+        assert axis.get_xlabel() and axis.get_ylabel(), axis.get_title()
+    assert norms.get_yscale() == "log"
+    assert [to_hex(line.get_color()) for line in norms.lines] == [to_hex(c) for c in report.task_colors(len(TASKS))]
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == TASKS
+    assert [axis.get_title().split(":")[0] for axis in heatmaps] == ["step 10", "step 60", "step 100"]  # first, middle, last
+    for axis in heatmaps:
+        assert [label.get_text() for label in axis.get_xticklabels()] == TASKS
+        assert [label.get_text() for label in axis.get_yticklabels()] == TASKS
+    last = heatmaps[-1].images[0]
+    assert last.get_array()[0, 1] == pytest.approx(-0.9) and last.get_array().mask[0, 0]  # the diagonal is masked (grey)
+    assert last.get_clim() == (pytest.approx(-0.9), pytest.approx(0.9))  # symmetric, up to the largest off-diagonal |cosine|
+    assert colourbar.get_ylabel().startswith("cosine")
+
+
+def test_report_has_the_conflict_figure_and_the_final_conflict_fraction(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.json").write_text(json.dumps(eval_result(TASKS, [0, 3, 10, 7])))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in conflict_metrics(TASKS)))
+    report.write_report(run)
+    with Image.open(run / "plots" / "gradient_conflict.png") as image:
+        assert all(round(dpi) >= 200 for dpi in image.info["dpi"])
+    assert (run / "plots" / "gradient_conflict.pdf").read_bytes().startswith(b"%PDF")
+    text = (run / "report.md").read_text()
+    assert "Gradient conflict at step 100 (the last measurement): 3 of the 6 task pairs (50%)" in text
+    assert "![gradient conflict](plots/gradient_conflict.png)" in text
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in training_metrics(TASKS)))  # diagnostics off
+    (run / "plots" / "gradient_conflict.png").unlink()
+    report.write_report(run)
+    assert "Gradient conflict" not in (run / "report.md").read_text() and not (run / "plots" / "gradient_conflict.png").exists()
+
+
+def test_many_measurements_are_drawn_as_running_means(captured, tmp_path):
+    """One gradient per task per step is noisy: 100 measurements are drawn as running means over 4,
+    geometric for the norms (log axis), the conflict fraction also as measured in a light line."""
+    records = []
+    for index in range(100):
+        record = conflict_metrics(TASKS)[index % 10]
+        records.append({**record, "conflict": {**record["conflict"], "step": 10 * (index + 1)}})
+    records[0]["grad_norm"] = {t: 1e-4 for t in TASKS}  # one outlier among 4: the geometric mean damps it
+    report.plot_gradient_conflict(records, tmp_path / "gradient_conflict.png")
+    norms, fractions = captured[0].axes[:2]
+    assert "running mean over 4" in norms.get_title()
+    first = norms.lines[0]
+    assert len(first.get_xdata()) == 97 and first.get_xdata()[0] == pytest.approx(25.0)
+    expected = np.exp(np.mean(np.log([1e-4] + [records[i]["grad_norm"][TASKS[0]] for i in (1, 2, 3)])))
+    assert first.get_ydata()[0] == pytest.approx(expected)
+    assert [len(line.get_xdata()) for line in fractions.lines[:2]] == [100, 100]  # the measurements, light

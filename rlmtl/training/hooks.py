@@ -17,6 +17,7 @@ from rlmtl.agents.base import Batch
 from rlmtl.progress import progress_bar
 from rlmtl.tag.probe import AffinityProbe
 from rlmtl.training.checkpoint import save_checkpoint
+from rlmtl.training.gradient_conflict import ConflictMeasurement
 
 if TYPE_CHECKING:
     from rlmtl.training.step import TrainingParts
@@ -38,8 +39,9 @@ class Hook:
 
 class LogMetrics(Hook):
     """Every `train.log_every` steps (the only host reads of the loop): the interval's mean losses,
-    every step's weights, the learning rate, throughput and skipped steps, to TensorBoard and
-    metrics.jsonl; the weighting's and the non-finite monitor's checks; the progress bar."""
+    every step's weights, the learning rate, throughput and skipped steps, and the gradient-conflict
+    measurements taken since the last log step, to TensorBoard and metrics.jsonl; the weighting's
+    and the non-finite monitor's checks; the progress bar."""
 
     def __init__(self, progress: bool) -> None:
         self.progress = progress
@@ -72,6 +74,7 @@ class LogMetrics(Hook):
         sums = torch.cat([self.loss_sum, self.finite_steps]).cpu()
         mean_losses = (sums[:k] / sums[k]).tolist() if sums[k] > 0 else [float("nan")] * k
         trace = self.weight_trace[: self.interval_steps].cpu()
+        conflicts = parts.conflict.take() if parts.conflict is not None else []  # every rank: none kept unread
         record = {
             **({"affinity": trainer.probe.affinity().cpu().tolist()} if trainer.probe is not None else {}),
             "step": trainer.step,
@@ -80,9 +83,10 @@ class LogMetrics(Hook):
             "loss": dict(zip(parts.tasks, mean_losses)),
             "weight": dict(zip(parts.tasks, trace.nanmean(0).tolist())),
             "nonfinite_steps": parts.nonfinite.take_skipped(),
+            **(conflicts[-1].record(parts.tasks) if conflicts else {}),
         }
         if trainer.log is not None:
-            self._write(trainer, record, trace)
+            self._write(trainer, record, trace, conflicts)
         self.bar.update(self.interval_steps)
         self.bar.set_postfix(loss=f"{sum(mean_losses) / k:.4f}")
         self.loss_sum.zero_()
@@ -90,8 +94,10 @@ class LogMetrics(Hook):
         self.interval_steps, self.interval_start = 0, time.perf_counter()
 
     @staticmethod
-    def _write(trainer: "Trainer", record: dict[str, Any], weight_trace: torch.Tensor) -> None:
-        """TensorBoard: interval-mean losses, and the task weights of every step of the interval."""
+    def _write(trainer: "Trainer", record: dict[str, Any], weight_trace: torch.Tensor, conflicts: list[ConflictMeasurement]) -> None:
+        """TensorBoard: interval-mean losses, the task weights of every step of the interval, and
+        each conflict measurement at its own step; metrics.jsonl: the record (with the interval's
+        last conflict measurement, when it has one)."""
         log, tasks, step = trainer.log, trainer.parts.tasks, record["step"]
         assert log is not None
         first = step - weight_trace.shape[0] + 1
@@ -99,6 +105,9 @@ class LogMetrics(Hook):
             log.scalar(f"loss/{task}", record["loss"][task], step)
             for offset, weight in enumerate(weight_trace[:, index].tolist()):
                 log.scalar(f"weight/{task}", weight, first + offset)
+        for measurement in conflicts:
+            for tag, value in measurement.scalars(tasks).items():
+                log.scalar(tag, value, measurement.step)
         log.scalar("loss/mean", sum(record["loss"].values()) / len(tasks), step)
         log.scalar("train/lr", record["lr"], step)
         log.scalar("train/samples_per_s", record["samples_per_s"], step)

@@ -20,6 +20,7 @@ from rlmtl.envs import Suite
 from rlmtl.errors import ConfigError, DatasetError, RlmtlError
 from rlmtl.folder_lock import LOCK_NAME, FolderLock
 from rlmtl.training.checkpoint import CheckpointMeta, resolve_last
+from rlmtl.training.gradient_conflict import GradientConflictMonitor
 from rlmtl.training.nonfinite import NonFiniteMonitor
 from rlmtl.training.schedule import make_scheduler
 from rlmtl.training.step import TrainingParts
@@ -134,7 +135,8 @@ def load_training_data(config: RunConfig, tasks: list[str], suite: Suite) -> tup
 def build_parts(
     config: RunConfig, tasks: list[str], data: MultiTaskData, meta: CheckpointMeta, ranks: Ranks, device: torch.device
 ) -> TrainingParts:
-    """The agent (seeded with `train.seed`), fused AdamW, schedule, weighting and engine, samplers."""
+    """The agent (seeded with `train.seed`), fused AdamW, schedule, weighting and engine, samplers,
+    the non-finite monitor and (with `diagnostics.every`) the gradient-conflict monitor."""
     cfg = config.train
     torch.manual_seed(cfg.seed)
     agent = build_agent(meta)
@@ -168,4 +170,6 @@ def build_parts(
     sampler = sampler_with_seed(cfg.seed)
     val_sampler = sampler_with_seed(cfg.seed + 1) if weighting.requirements.val_batch else None
     nonfinite = NonFiniteMonitor(len(tasks), cfg.max_nonfinite_steps, device)
-    return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite)
+    every = config.diagnostics.every
+    conflict = GradientConflictMonitor(len(tasks), every) if every and len(tasks) > 1 else None  # one task: no pairs
+    return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, conflict)

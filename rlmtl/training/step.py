@@ -2,12 +2,14 @@
 
     batch (task-balanced, [K, B])  ->  before-update hooks (the TAG probe)
     -> the weighting engine: K losses (or K gradients), the method's combination, .grad of every
-       parameter, clipped to `train.grad_clip` with the norm its non-finite check takes
+       parameter, clipped to `train.grad_clip` with the norm its non-finite check takes; every
+       `diagnostics.every` steps it also hands the step's task gradients [K, P] to the
+       gradient-conflict monitor (gradient_conflict.py)
     -> optimizer step (skipped on the device when non-finite)  ->  lr schedule
     -> the engine's post-step update (FAMO's losses after the step, ...)  ->  non-finite bookkeeping
 
 Nothing here reads a tensor on the host: losses and weights come back as device tensors, NaN on a
-skipped step, and the trainer's hooks read them at log intervals.
+skipped step, and the trainer's hooks read them (and the conflict measurements) at log intervals.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from rlmtl.agents.base import Batch, MultiTaskAgent
 from rlmtl.data.sampler import TaskBalancedSampler
 from rlmtl.data.streaming import StreamingSampler
+from rlmtl.training.gradient_conflict import GradientConflictMonitor
 from rlmtl.training.nonfinite import NonFiniteMonitor
 from rlmtl.weighting import MultiTaskBackward, Weighting
 
@@ -40,6 +43,7 @@ class TrainingParts:
     sampler: TaskBalancedSampler | StreamingSampler
     val_sampler: TaskBalancedSampler | StreamingSampler | None  # a second batch, for methods that read one
     nonfinite: NonFiniteMonitor
+    conflict: GradientConflictMonitor | None = None  # diagnostics.every > 0
     before_update: list[BeforeUpdate] = field(default_factory=list)
 
 
@@ -52,7 +56,9 @@ def train_step(parts: TrainingParts) -> tuple[torch.Tensor, torch.Tensor]:
         hook(parts.balance.steps, batch)
     val_batch = parts.val_sampler.sample() if parts.val_sampler is not None and parts.balance.needs_val_batch() else None
     parts.optimizer.zero_grad(set_to_none=True)
-    losses, result = parts.balance.backward(batch=batch, val_batch=val_batch)
+    step = parts.balance.steps + 1  # this step's number, as the log and checkpoints count it
+    observe = parts.conflict.observer(step) if parts.conflict is not None and parts.conflict.due(step) else None
+    losses, result = parts.balance.backward(batch=batch, val_batch=val_batch, observe_task_grads=observe)
     parts.balance.optimizer_step()
     parts.scheduler.step()
     parts.balance.after_step()

@@ -26,6 +26,11 @@ loss-level methods' gradients are averaged after `backward` in one flat all-redu
 losses are averaged too. Methods that evaluate losses themselves average them with
 `context.reduce_mean`; one that does not refuses to start (`Weighting.data_parallel_problem`).
 
+Diagnostics (`backward(observe_task_grads=fn)`, the trainer's gradient-conflict measurement): `fn`
+gets the step's task gradients [K, P], raw (unweighted, unclipped) and averaged over ranks; the
+rows a gradient method reads, or, for any other method, rows computed at that step only, without
+touching `.grad` or drawing from the random streams.
+
 Non-finite steps (`skip_nonfinite=True`): `found_inf` (0-dim float32 on the device) is 1.0 when a
 loss, task gradient or final gradient is NaN/inf; the method then sees stand-in finite values (ones,
 rows of the identity) so solvers neither fail nor store NaN, and `after_step` puts the method's
@@ -211,7 +216,14 @@ class MultiTaskBackward:
         if self.reducer is not None:
             self.reducer.mean_in_place(tensors)
 
-    def backward(self, losses: Losses | None = None, *, batch: Any = None, val_batch: Any = None) -> tuple[torch.Tensor, WeightingResult]:
+    def backward(
+        self,
+        losses: Losses | None = None,
+        *,
+        batch: Any = None,
+        val_batch: Any = None,
+        observe_task_grads: Callable[[torch.Tensor], None] | None = None,
+    ) -> tuple[torch.Tensor, WeightingResult]:
         """Combine the per-task losses and set `.grad` on the model's parameters.
 
         `losses`: the K task losses with their graphs, as a sequence of K scalars or a stacked [K]
@@ -221,6 +233,13 @@ class MultiTaskBackward:
         task's gradient is taken through all K graphs (the other tasks' parts carry zeros), K times
         the work when the tasks' graphs are separate (e.g. one batch per task). Returns (losses [K]
         detached, averaged over ranks under data parallelism; result).
+
+        `observe_task_grads`: called once with this step's task gradients [K, P] of the shared
+        parameters (detached, averaged over ranks) before the method sees them, for diagnostics
+        (rlmtl/training/gradient_conflict.py). A method that reads task gradients hands over its
+        own rows; for any other method they are computed here (`_observed_task_grads`) and
+        averaged in the same all-reduce as the losses. Passing it changes neither the step nor
+        the random streams.
         """
         separate = None if losses is None or isinstance(losses, torch.Tensor) else list(losses)
         if separate is not None:
@@ -228,7 +247,7 @@ class MultiTaskBackward:
         needs = self.weighting.requirements
         if val_batch is None and self.weighting.uses_val_batch(self.steps):
             raise ValueError(f"{type(self.weighting).__name__} needs a second batch per task: pass val_batch=")
-        task_grads = head_grads = None
+        task_grads = head_grads = observed = None
         if needs.task_grads:
             if self.per_task_gradients is not None:
                 losses, task_grads, head_grads = self.per_task_gradients(batch)
@@ -238,13 +257,21 @@ class MultiTaskBackward:
                 if separate is None:
                     _warn_stacked(losses)
                 task_grads = self._autograd_task_grads(separate if separate is not None else losses)
-        elif losses is None:
-            if self.task_losses is None or batch is None:
-                raise ValueError("pass the per-task losses [K]")
-            losses = self.task_losses(batch)
+        else:
+            if observe_task_grads is not None:
+                observed = self._observed_task_grads(batch)  # before the losses: the same random shifts as theirs
+            if losses is None:
+                if self.task_losses is None or batch is None:
+                    raise ValueError("pass the per-task losses [K]")
+                losses = self.task_losses(batch)
+            if observe_task_grads is not None and observed is None:
+                observed = self._autograd_task_grads(separate if separate is not None else losses).detach()
         # the method sees the mean over ranks (value) with this rank's graph: x - x.detach() is exactly 0
         mean_losses = losses.detach().clone() if self.reducer is not None else losses.detach()
-        self._mean_in_place([mean_losses, *([task_grads] if task_grads is not None else []), *(head_grads or [])])
+        rows = task_grads if task_grads is not None else observed
+        self._mean_in_place([mean_losses, *([rows] if rows is not None else []), *(head_grads or [])])
+        if observe_task_grads is not None and rows is not None:
+            observe_task_grads(rows.detach())
         method_losses = losses
         if self.reducer is not None:
             method_losses = mean_losses + (losses - losses.detach()) if losses.requires_grad else mean_losses
@@ -355,6 +382,17 @@ class MultiTaskBackward:
                 torch.where(bad, saved if saved.shape == live.shape else torch.zeros_like(live), live, out=live)
 
     # ------------------------------------------------------------------ gradients
+    def _observed_task_grads(self, batch: Any) -> torch.Tensor | None:
+        """[K, P] task gradients for an observer at a step whose method reads none: the batched
+        `per_task_gradients` on `batch` under a forked RNG (it draws nothing from the step's random
+        streams, and image augmentation draws the shifts the step's own losses draw next), or None
+        without a batched implementation (then K autograd.grad calls on the losses)."""
+        if self.per_task_gradients is None or batch is None:
+            return None
+        device = self.shared_parameters[0].device if self.shared_parameters else torch.device("cpu")
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
+            return self.per_task_gradients(batch)[1].detach()
+
     def _autograd_task_grads(self, losses: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """[K, P] from K autograd.grad calls (the generic path for models without a batched one);
         with a list, each call starts from that task's own loss."""

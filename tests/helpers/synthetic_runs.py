@@ -57,8 +57,9 @@ def write_tiny_dataset(path: Path, tasks: list[str] = TASKS, seed: int = 0, imag
     return path
 
 
-def write_config(folder: Path, name: str, method: str, steps: int = STEPS, **train) -> Path:
-    """A config training `method` on the synthetic dataset for `steps` steps, logging every step."""
+def write_config(folder: Path, name: str, method: str, steps: int = STEPS, diagnostics_every: int | None = None, **train) -> Path:
+    """A config training `method` on the synthetic dataset for `steps` steps, logging every step
+    (with `diagnostics_every`: gradient-conflict measurements at that interval)."""
     data = {
         "name": name,
         "out_dir": str(folder / "runs"),
@@ -68,6 +69,8 @@ def write_config(folder: Path, name: str, method: str, steps: int = STEPS, **tra
         "weighting": dict(zip(("name", "params"), METHODS.get(method, (method, {})))),
         "train": {"steps": steps, "batch_per_task": 8, "log_every": 1, "checkpoint_every": 1, "warmup_steps": 0, "num_threads": 1, **train},
     }
+    if diagnostics_every is not None:
+        data["diagnostics"] = {"every": diagnostics_every}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -65,6 +65,7 @@ def two_rank_runs(tmp_path_factory):
     write_tiny_dataset(folder / "data.h5")
     jobs = [(str(write_config(folder, f"{method}_ddp", method)), None) for method in METHODS]
     jobs.append((str(write_config(folder, "resume_ddp", "famo", steps=2 * STEPS)), STEPS))
+    jobs += [(str(write_config(folder, f"conflict_{method}_ddp", method, diagnostics_every=1)), None) for method in CONFLICT_METHODS]
     os.environ.pop("WORLD_SIZE", None)
     mp.spawn(rank_main, args=(2, free_port(), jobs, str(folder)), nprocs=2, join=True)
     return folder
@@ -101,6 +102,25 @@ def last_checkpoint_initial(folder: Path, trainer: Trainer) -> dict:
     from rlmtl.build import build_agent
 
     return {"model": build_agent(trainer.meta).state_dict()}
+
+
+CONFLICT_METHODS = ["uniform", "pcgrad"]  # the engine computes the rows for the observer / the method reads them
+
+
+@pytest.mark.parametrize("method", CONFLICT_METHODS)
+def test_gradient_conflict_of_two_ranks_is_that_of_the_global_batch(two_rank_runs, method):
+    """Each rank's task gradients are averaged (in the engine's all-reduce) before the measurement,
+    so 2 ranks log what one process with the same global batch logs."""
+    folder = two_rank_runs
+    reference = single_process(write_config(folder, f"conflict_{method}_single", method, diagnostics_every=1))
+    logged = []
+    for run_dir in (folder / "runs" / f"conflict_{method}_ddp", reference.run_dir):
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        logged.append([(r["conflict"]["step"], list(r["grad_norm"].values()), r["gradient_cosine"]) for r in records])
+    assert [step for step, _, _ in logged[0]] == [step for step, _, _ in logged[1]] == list(range(1, STEPS + 1))
+    for (_, norms, cosine), (_, want_norms, want_cosine) in zip(*logged):
+        np.testing.assert_allclose(norms, want_norms, rtol=1e-4)
+        np.testing.assert_allclose(cosine, want_cosine, rtol=1e-3, atol=1e-4)
 
 
 def test_resume_on_fewer_ranks_continues_the_sampler(two_rank_runs):
