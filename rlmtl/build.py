@@ -9,6 +9,7 @@ import torch
 
 from rlmtl.agents.base import AGENTS, MultiTaskAgent
 from rlmtl.config import RunConfig, config_from_dict, config_to_dict
+from rlmtl.config_plugins import check_agent_name
 from rlmtl.envs import EnvSettings
 from rlmtl.errors import CheckpointError, ConfigError
 from rlmtl.provenance import provenance
@@ -42,13 +43,9 @@ def agent_meta(config: RunConfig, tasks: list[str], obs_spec: dict[str, Any], ac
 def build_agent(meta: CheckpointMeta) -> MultiTaskAgent:
     """A fresh agent (`agent.name` from the registry) shaped as `meta` describes (normalisation
     still at defaults); ConfigError naming `agent.name` when no agent has that name."""
-    import rlmtl.agents  # noqa: F401  (registers rlmtl's own agents)
-
     config = config_from_dict(meta["config"], "checkpoint config")
-    try:
-        factory = AGENTS.get(config.agent.name)
-    except KeyError as error:
-        raise ConfigError(f"agent.name: {error.args[0]}") from None
+    check_agent_name(config.agent.name, "checkpoint config")  # a checkpoint's config is not validated on load
+    factory = AGENTS.get(config.agent.name)
     shapes = {key: tuple(shape) for key, shape in meta["obs_shapes"].items()}
     return factory(shapes, meta["action_dim"], len(meta["tasks"]), config.env.image_size, config.agent)
 

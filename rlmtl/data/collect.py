@@ -133,7 +133,7 @@ def _collect_into(path: Path, config: RunConfig, suite: Suite, tasks: list[str],
     max_attempts = max(wanted, math.ceil(wanted * config.data.max_attempts_per_demo))
     kept: dict[str, list[Episode]] = {task: [] for task in tasks}
     attempts = {task: 0 for task in tasks}
-    successful: set[tuple[str, int]] = set()  # (task, attempt) of every successful expert episode, kept or not
+    successes = {task: 0 for task in tasks}  # successful expert attempts, kept or not
     settings = {task: env_settings(config, task) for task in tasks}
     workers = resolve_workers(config.data.workers)
     journal = AttemptJournal(path, dataset_fingerprint(config), {task: suite.task_index(task) for task in tasks})
@@ -169,7 +169,8 @@ def _collect_into(path: Path, config: RunConfig, suite: Suite, tasks: list[str],
                 elif result.value is not None:
                     episodes[result.key] = result.value
                 journal.record(task, attempt, result.value if result.ok else None)
-            successful.update(episodes)
+            for task, _ in episodes:  # each attempt belongs to one round
+                successes[task] += 1
             for (task, _), episode in sorted(episodes.items(), key=lambda item: item[0][1]):  # lowest attempts first
                 if len(kept[task]) < wanted:
                     kept[task].append(episode)
@@ -184,7 +185,6 @@ def _collect_into(path: Path, config: RunConfig, suite: Suite, tasks: list[str],
     empty = [task for task in tasks if not kept[task]]
     if empty:
         raise DatasetError(f"{path}: no successful expert demo for task(s) {empty} after {max_attempts} attempts each; nothing written")
-    successes = {task: sum(1 for t, _ in successful if t == task) for task in tasks}
     records = [TaskRecord(task, suite.task_index(task), kept[task], wanted, attempts[task], successes[task]) for task in tasks]
     seeds = {"split": "train", "base_seed": config.data.seed, "scene_seed": "SeedSequence([0, base_seed, task_index, attempt])"}
     attrs = {**dataset_attrs(config, suite, tasks, obs_spec, seeds), "shortfall": shortfall}
