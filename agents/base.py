@@ -37,6 +37,11 @@ class MultiTaskAgent(Protocol):
 
     num_tasks: int
     obs_keys: list[str]  # the observation keys it reads (what `act_batch` is given)
+    # actions per prediction: 1, or H for an action-chunking head, whose batches carry [K, B, H, A]
+    # targets and "action_valid" [K, B, H], whose `act_batch` returns [N, H, A] (the evaluator
+    # ensembles the chunks over an episode, rlmtl/evaluation/temporal_ensemble.py)
+    action_horizon: int
+    ensemble_decay: float  # k of the temporal ensemble's weights exp(-k i) (used when action_horizon > 1)
 
     def task_losses(self, batch: Batch) -> torch.Tensor:
         """Per-task losses [K] of a [K, B] batch, with their graph."""

@@ -1,8 +1,10 @@
 """The multi-task behaviour-cloning agent: shared encoder, per-task heads, per-task normalisation.
 
 Vector observations are z-scored with each task's dataset mean/std; actions are scaled to [-1, 1]
-with each task's dataset min/max (a dimension that never varies keeps scale 1), predicted through
-`tanh`, and mapped back in `act`. The BC loss is the MSE in the normalised action space.
+with each task's dataset min/max (a dimension that never varies keeps scale 1). What each task head
+predicts, its loss and how its output becomes an env action is the action head's job
+(`agent.head`, agents/action_heads.py: mse, gmm, chunk, keyframe); every task's loss is the mean
+of the head's loss terms over that task's samples.
 
 The K losses of a batch (`task_losses`) take the direct path: the encoder once over every sample,
 the heads as one batched matmul per layer. The loss is also written for ONE task (`task_loss(params,
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from rlmtl.agents.action_heads import make_action_head, normalise_actions
 from rlmtl.agents.base import AGENTS, Batch
 from rlmtl.agents.encoders import ObservationEncoder, random_shift
 from rlmtl.agents.heads import TaskHeads, apply_head
@@ -29,11 +32,6 @@ from rlmtl.agents.heads import TaskHeads, apply_head
 def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [.., H, W, 3] -> float in [0, 1]; float images (already augmented) pass through."""
     return images.float() / 255.0 if images.dtype == torch.uint8 else images
-
-
-def _normalise_actions(actions: torch.Tensor, center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Env actions -> [-1, 1] with a task's dataset center and half-range."""
-    return ((actions - center) / scale).clamp(-1.0, 1.0)
 
 
 @AGENTS.register("bc")
@@ -69,7 +67,11 @@ class MultiTaskBC(nn.Module):
             num_layers=options.num_layers,
             image_channels=options.image_channels,
         )
-        self.heads = TaskHeads(num_tasks, self.encoder.out_dim, action_dim, options.head_hidden_dim)
+        self.config_head = getattr(options, "head", "mse")  # the action head's registered name
+        self.action_head = make_action_head(self.config_head, dict(getattr(options, "head_params", {})), action_dim)
+        self.action_horizon = self.action_head.horizon
+        self.ensemble_decay = float(getattr(self.action_head, "ensemble_decay", 0.0))  # of a chunk head's temporal ensemble
+        self.heads = TaskHeads(num_tasks, self.encoder.out_dim, self.action_head.output_dim(action_dim), options.head_hidden_dim)
         self.register_buffer("obs_mean", torch.zeros(num_tasks, vector_dim))
         self.register_buffer("obs_std", torch.ones(num_tasks, vector_dim))
         self.register_buffer("action_center", torch.zeros(num_tasks, action_dim))
@@ -114,16 +116,20 @@ class MultiTaskBC(nn.Module):
         features = self.encoder(*args) if params is None else functional_call(self.encoder, params, args)
         return features.reshape(*lead, -1)
 
+    def _head_loss_terms(self, raw: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """The action head's element-wise loss terms of head outputs `raw` [*lead, O]."""
+        task = inputs["task"]
+        return self.action_head.loss(raw, inputs["actions"], inputs.get("action_valid"), task["action_center"], task["action_scale"])
+
     def task_loss(self, params: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
-        """MSE of ONE task: `params` = {"encoder": {...}, "heads": ([W_l], [b_l]) for this task},
-        `inputs` = this task's row of `task_inputs(batch)`. A scalar."""
+        """The loss of ONE task: `params` = {"encoder": {...}, "heads": ([W_l], [b_l]) for this
+        task}, `inputs` = this task's row of `task_inputs(batch)`. A scalar."""
         features = self._features(params["encoder"], inputs["obs"], inputs["task"])
-        prediction = torch.tanh(apply_head(params["heads"][0], params["heads"][1], features))
-        target = _normalise_actions(inputs["actions"], inputs["task"]["action_center"], inputs["task"]["action_scale"])
-        return (prediction - target).pow(2).mean()
+        return self._head_loss_terms(apply_head(params["heads"][0], params["heads"][1], features), inputs).mean()
 
     def task_inputs(self, batch: Batch) -> dict[str, Any]:
-        """A [K, B, ...] batch as per-task inputs (images augmented when training)."""
+        """A [K, B, ...] batch as per-task inputs (images augmented when training); a chunk head's
+        batch also has "action_valid" [K, B, H] (which of the H targets lie inside the demo)."""
         observations = {}
         for key in self.obs_keys:
             value = batch["obs"][key]
@@ -139,7 +145,10 @@ class MultiTaskBC(nn.Module):
             "action_scale": self.action_scale[:, None],
             "onehot": self.task_onehot[:, None],
         }
-        return {"obs": observations, "actions": batch["actions"], "task": task}
+        inputs = {"obs": observations, "actions": batch["actions"], "task": task}
+        if "action_valid" in batch:
+            inputs["action_valid"] = batch["action_valid"]
+        return inputs
 
     def parameter_tree(self, detach: bool = False) -> dict[str, Any]:
         """{"encoder": {name: tensor}, "heads": ([W_l], [b_l]) stacked over tasks}."""
@@ -151,7 +160,8 @@ class MultiTaskBC(nn.Module):
 
     # ------------------------------------------------------------------ all tasks
     def task_losses(self, batch: Batch, params: dict[str, Any] | None = None) -> torch.Tensor:
-        """batch {"obs": {key: [K, B, ...]}, "actions": [K, B, A]} -> MSE per task [K].
+        """batch {"obs": {key: [K, B, ...]}, "actions": [K, B, A] ([K, B, H, A] and "action_valid"
+        [K, B, H] for a chunk head)} -> the loss of each task [K].
 
         The module's own parameters take the direct path: the encoder once over all K x B samples
         and the heads as one batched matmul per layer, the plain loop's cost. `params` (a
@@ -161,9 +171,8 @@ class MultiTaskBC(nn.Module):
         if params is not None:
             return vmap(self.task_loss, in_dims=(self._TREE_DIMS, 0))(params, inputs)
         features = self._features(None, inputs["obs"], inputs["task"])
-        prediction = torch.tanh(self.heads.forward_all(features))
-        target = _normalise_actions(inputs["actions"], inputs["task"]["action_center"], inputs["task"]["action_scale"])
-        return (prediction - target).pow(2).mean(dim=(1, 2))
+        terms = self._head_loss_terms(self.heads.forward_all(features), inputs)
+        return terms.mean(dim=tuple(range(1, terms.dim())))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """The K losses as `functional_call(agent, params, (batch,))` evaluates them at other
@@ -197,27 +206,30 @@ class MultiTaskBC(nn.Module):
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """[K, B, A] env actions -> [-1, 1] per task."""
-        return _normalise_actions(actions, self.action_center[:, None], self.action_scale[:, None])
+        return normalise_actions(actions, self.action_center[:, None], self.action_scale[:, None])
 
     # ------------------------------------------------------------------ rollouts
     @torch.inference_mode()
     def act_batch(self, observations: dict[str, torch.Tensor], task_ids: torch.Tensor) -> torch.Tensor:
-        """observations {key: [N, ...]}, task_ids [N] -> env actions [N, A] (mixed tasks allowed)."""
+        """observations {key: [N, ...]}, task_ids [N] -> env actions [N, A] (mixed tasks allowed);
+        [N, H, A] for a chunk head (`action_horizon` H > 1: the evaluator ensembles them)."""
         task = {
             "obs_mean": self.obs_mean[task_ids],
             "obs_std": self.obs_std[task_ids],
             "onehot": self.task_onehot[task_ids],
         }
         features = self._features(None, observations, task)
-        normalised = torch.tanh(self.heads.forward_select(features, task_ids))
-        return normalised * self.action_scale[task_ids] + self.action_center[task_ids]
+        raw = self.heads.forward_select(features, task_ids)
+        return self.action_head.actions(raw, self.action_center[task_ids], self.action_scale[task_ids])
 
     @torch.no_grad()
     def act(self, observation: dict[str, np.ndarray], task: int) -> np.ndarray:
-        """One env step: numpy observation of task index `task` -> numpy action [A]."""
+        """One env step: numpy observation of task index `task` -> numpy action [A] (a chunk head's
+        first action: ensembling needs the episode's earlier chunks, which the evaluator keeps)."""
         device = self.obs_mean.device
         batch = {k: torch.as_tensor(np.asarray(observation[k])[None], device=device) for k in self.obs_keys}
-        return self.act_batch(batch, torch.tensor([task], device=device))[0].cpu().numpy()
+        action = self.act_batch(batch, torch.tensor([task], device=device))[0]
+        return (action[0] if self.action_horizon > 1 else action).cpu().numpy()
 
     # ------------------------------------------------------------------ parameter groups
     def shared_parameters(self) -> list[nn.Parameter]:

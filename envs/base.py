@@ -157,6 +157,16 @@ class Suite(abc.ABC):
         that does not say."""
         return DEFAULT_VIDEO_FPS
 
+    def action_kind(self, options: Any) -> str:
+        """What an action of this suite is under backend `options`: "continuous" (a control vector
+        within `action_spec`'s bounds) or "keyframe_pose" (the next gripper pose
+        `[x, y, z, qx, qy, qz, qw, gripper_open]`); an action head may require one."""
+        return "continuous"
+
+    def episode_limit(self, options: Any) -> int:
+        """Steps of an episode that runs to its limit under backend `options` (env.max_episode_steps = 0)."""
+        return self.max_episode_steps
+
     def select_tasks(self, requested: list[str]) -> list[str]:
         """`requested` validated against the suite (empty = every task, in the suite's order)."""
         for task in requested:

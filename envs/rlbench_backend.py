@@ -328,6 +328,14 @@ class RLBenchSuite(Suite):
     def action_spec(self) -> ArraySpec:
         return ArraySpec((ACTION_DIM,), "float32")
 
+    def action_kind(self, options: Any) -> str:
+        mode = options.action_mode if isinstance(options, RLBenchOptions) else "keyframe"
+        return "keyframe_pose" if mode == "keyframe" else "continuous"
+
+    def episode_limit(self, options: Any) -> int:
+        mode = options.action_mode if isinstance(options, RLBenchOptions) else "keyframe"
+        return KEYFRAME_HORIZON if mode == "keyframe" else JOINT_VELOCITY_HORIZON
+
     def renderer(self, options: Any) -> str | None:
         return options.render_mode if isinstance(options, RLBenchOptions) else None
 

@@ -10,7 +10,7 @@ import torch
 from rlmtl.agents.base import AGENTS, MultiTaskAgent
 from rlmtl.config import RunConfig, config_from_dict, config_to_dict
 from rlmtl.config_plugins import check_agent_name
-from rlmtl.envs import EnvSettings
+from rlmtl.envs import EnvSettings, Suite
 from rlmtl.errors import CheckpointError, ConfigError
 from rlmtl.provenance import provenance
 from rlmtl.training.checkpoint import CheckpointMeta, CheckpointPayload
@@ -40,6 +40,25 @@ def agent_meta(config: RunConfig, tasks: list[str], obs_spec: dict[str, Any], ac
     }
 
 
+def check_head_fits_suite(config: RunConfig, suite: Suite) -> None:
+    """The action head must suit the suite's actions: a head that requires an action kind (keyframe:
+    RLBench's keyframe poses) needs a suite of that kind, and a chunk may not be longer than an
+    episode. ConfigError naming the key otherwise (before any data is collected)."""
+    from rlmtl.agents.action_heads import ACTION_HEADS
+
+    head = ACTION_HEADS.get(config.agent.head)
+    kind = suite.action_kind(config.env.options)
+    if head.requires_action_kind is not None and head.requires_action_kind != kind:
+        raise ConfigError(
+            f"'agent.head': {config.agent.head} predicts {head.requires_action_kind} actions, but {config.env.backend} "
+            f"suite {config.env.suite} takes {kind} actions"
+        )
+    horizon = config.agent.head_params.get("horizon")
+    limit = config.env.max_episode_steps or suite.episode_limit(config.env.options)
+    if horizon is not None and horizon > limit:
+        raise ConfigError(f"'agent.head_params.horizon': a chunk of {horizon} actions is longer than an episode of {config.env.suite} ({limit} steps)")
+
+
 def build_agent(meta: CheckpointMeta) -> MultiTaskAgent:
     """A fresh agent (`agent.name` from the registry) shaped as `meta` describes (normalisation
     still at defaults); ConfigError naming `agent.name` when no agent has that name."""
@@ -50,15 +69,30 @@ def build_agent(meta: CheckpointMeta) -> MultiTaskAgent:
     return factory(shapes, meta["action_dim"], len(meta["tasks"]), config.env.image_size, config.agent)
 
 
+def evaluation_weights(payload: CheckpointPayload) -> dict[str, torch.Tensor]:
+    """The agent state a checkpoint is evaluated with: its weights' moving average where the run kept
+    one (train.ema_decay > 0, rlmtl/training/ema.py), else its weights."""
+    average = payload.get("ema")
+    if not average:
+        return payload["model"]
+    prefix = "average."
+    replaced = {name[len(prefix) :]: value for name, value in average.items() if name.startswith(prefix)}
+    unknown = [name for name in replaced if name not in payload["model"]]
+    if unknown:
+        raise CheckpointError(f"checkpoint's moving average has weights the agent does not ({unknown[0]})")
+    return {**payload["model"], **replaced}
+
+
 def agent_from_checkpoint(payload: CheckpointPayload, device: torch.device | str = "cpu") -> MultiTaskAgent:
     """Rebuild the agent of a loaded checkpoint, weights and normalisation included; CheckpointError
     when they do not fit its config or hold a NaN or inf (parameters and buffers alike)."""
     agent = build_agent(payload["meta"])
+    weights = evaluation_weights(payload)
     try:
-        agent.load_state_dict(payload["model"])
+        agent.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint weights do not match its config ({str(error).splitlines()[0]})") from None
-    nonfinite = [name for name, value in payload["model"].items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    nonfinite = [name for name, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if nonfinite:  # a diverged run: its actions would be NaN
         more = f" and {len(nonfinite) - 3} more" if len(nonfinite) > 3 else ""
         raise CheckpointError(f"checkpoint weights are not finite (NaN or inf in {', '.join(nonfinite[:3])}{more})")

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from rlmtl.config_files import read_config_file, safe_load_without_aliases, yaml_problem
-from rlmtl.config_plugins import check_agent_name, check_weighting_name, env_options, options_class_of, weighting_params
+from rlmtl.config_plugins import action_head_params, check_agent_name, check_weighting_name, env_options, options_class_of, weighting_params
 from rlmtl.config_values import check_value
 from rlmtl.errors import ConfigError
 
@@ -66,6 +66,7 @@ class DataConfig:
     train_demos: dict[str, int] = _field(
         {}, "imbalanced data: {task: N} trains on only the first N demos of those tasks (the others use all)"
     )
+    val_demos: int = _field(0, "demos per task held out of training; their per-task loss is logged as val_loss/<task> (0 = none)")
     seed: int = _field(0, "seed of the demo scenes (training split)")
     workers: int = _field(0, "collection processes; 0 = all cores")
     max_attempts_per_demo: float = _field(3.0, "expert episodes allowed per requested demo before reporting a shortfall")
@@ -90,6 +91,8 @@ class AgentConfig:
     num_layers: int = _field(2, "hidden layers of the shared MLP trunk")
     image_channels: list[int] = _field([32, 64, 64], "channels of the CNN's conv layers")
     head_hidden_dim: int = _field(0, "hidden width of each task head; 0 = a linear head")
+    head: str = _field("mse", "what each task head predicts and its loss: mse, gmm, chunk or keyframe (see `rlmtl list`)")
+    head_params: dict[str, Any] = _field({}, "the action head's parameters (gmm: modes, min_std; chunk: horizon, ensemble_decay; keyframe: rotation_resolution)")
     task_conditioning: bool = _field(True, "also feed a one-hot task id to the shared encoder")
     image_augment: bool = _field(True, "random-shift augmentation of camera images during training")
 
@@ -122,6 +125,7 @@ class TrainConfig:
     device: str = _field("cpu", "torch device: cpu, cuda, cuda:1, ... or auto")
     seed: int = _field(0, "seed of initialisation and batch sampling")
     num_threads: int = _field(0, "torch CPU threads; 0 = torch's default")
+    ema_decay: float = _field(0.0, "decay of an exponential moving average of the weights, which evaluation then uses; 0 = off")
     max_nonfinite_steps: int = _field(10, "a step with a NaN/inf loss or gradient is skipped; stop after this many in a row")
 
 
@@ -318,6 +322,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
     non_negative = {
         "env.max_episode_steps": config.env.max_episode_steps,
         "data.workers": config.data.workers,
+        "data.val_demos": config.data.val_demos,
         "train.warmup_steps": config.train.warmup_steps,
         "train.eval_every": config.train.eval_every,
         "train.grad_clip": config.train.grad_clip,
@@ -348,6 +353,8 @@ def validate(config: RunConfig, source: str = "config") -> None:
         raise ConfigError(
             f"{source}: 'data.max_attempts_per_demo' must be >= 1 (attempts per requested demo), got {config.data.max_attempts_per_demo}"
         )
+    if not 0 <= config.train.ema_decay < 1:
+        raise ConfigError(f"{source}: 'train.ema_decay' must be in [0, 1) (0 = off), got {config.train.ema_decay}")
     if not 0 <= config.train.min_lr_ratio <= 1:
         raise ConfigError(f"{source}: 'train.min_lr_ratio' must be in [0, 1], got {config.train.min_lr_ratio}")
     name = config.name
@@ -362,6 +369,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}")
     check_weighting_name(config.weighting.name, source)
     check_agent_name(config.agent.name, source)
+    config.agent.head_params = action_head_params(config.agent.head, config.agent.head_params, source)
     config.weighting.params = weighting_params(config.weighting.name, config.weighting.params, source, "weighting.params")
 
 

@@ -100,6 +100,35 @@ def check_agent_name(name: str, source: str) -> None:
         raise ConfigError(f"{source}: 'agent.name': unknown agent {name!r} (registered: {', '.join(AGENTS.names())})")
 
 
+def action_head_params(name: str, params: Any, source: str) -> dict[str, Any]:
+    """`agent.head` must be a registered action head and `agent.head_params` fit its parameter
+    class (agents/action_heads.py); returns the params with every default filled in."""
+    import dataclasses
+
+    from rlmtl.agents.action_heads import ACTION_HEADS, HeadParamError, head_params_class
+
+    if name not in ACTION_HEADS:
+        raise ConfigError(f"{source}: 'agent.head': unknown action head {name!r} (registered: {', '.join(ACTION_HEADS.names())})")
+    if not isinstance(params, dict):
+        raise ConfigError(f"{source}: 'agent.head_params' must be a mapping, got {params!r}")
+    cls = head_params_class(name)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in params.items():
+        if key not in known:
+            raise ConfigError(f"{source}: 'agent.head_params.{key}': head {name!r} has no parameter {key!r} (parameters: {', '.join(known) or 'none'})")
+        expected = type(known[key].default)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if expected is float else expected):
+            kind = "a whole number" if expected is int else "a number"
+            raise ConfigError(f"{source}: 'agent.head_params.{key}' must be {kind}, got {value!r}")
+    fields = cls(**{key: float(v) if type(known[key].default) is float else v for key, v in params.items()})
+    try:
+        if hasattr(fields, "check"):
+            fields.check()
+    except HeadParamError as error:
+        raise ConfigError(f"{source}: 'agent.head_params.{error.key}' {error.text}") from None
+    return dataclasses.asdict(fields)
+
+
 def weighting_params(name: str, params: Any, source: str, where: str) -> dict[str, Any]:
     """`params` checked against the parameter class of weighting `name` and converted to its
     types. A composition `a+b` takes `{a: {...}, b: {...}}`, or flat keys meaning a's (as

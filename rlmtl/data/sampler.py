@@ -30,11 +30,14 @@ class FlatData:
     offsets: torch.Tensor  # [K] long: first flat row of each task
     observations: dict[str, torch.Tensor]  # key -> [N, ...]
     actions: torch.Tensor  # [N, A]
+    demo_ends: torch.Tensor  # [N] long: one past the last flat row of each row's demo
 
     @classmethod
     def build(cls, data: MultiTaskData, obs_keys: list[str], device: torch.device) -> "FlatData":
         """Flatten `obs_keys` (those held in memory) and the actions of every task onto `device`."""
         counts = np.array([t.actions.shape[0] for t in data.per_task])
+        ends = np.concatenate([_demo_ends(t.lengths or [t.actions.shape[0]]) for t in data.per_task])
+        ends = ends + np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)  # flat rows
         return cls(
             counts=torch.as_tensor(counts, dtype=torch.float64),
             offsets=torch.as_tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]), dtype=torch.long),
@@ -42,7 +45,24 @@ class FlatData:
                 key: torch.as_tensor(np.concatenate([t.observations[key] for t in data.per_task])).to(device) for key in obs_keys
             },
             actions=torch.as_tensor(np.concatenate([t.actions for t in data.per_task])).to(device),
+            demo_ends=torch.as_tensor(ends, dtype=torch.long).to(device),
         )
+
+    def action_targets(self, indices: torch.Tensor, horizon: int) -> dict[str, torch.Tensor]:
+        """The action targets of rows `indices` [K, B]: {"actions": [K, B, A]} for horizon 1, else
+        the next `horizon` actions {"actions": [K, B, H, A], "action_valid": [K, B, H]}, where a
+        step past its demo's end repeats the last action and is marked invalid (ACT's `is_pad`)."""
+        if horizon == 1:
+            return {"actions": self.actions[indices]}
+        steps = indices.unsqueeze(-1) + torch.arange(horizon, device=indices.device)
+        last = (self.demo_ends[indices] - 1).unsqueeze(-1)
+        return {"actions": self.actions[torch.minimum(steps, last)], "action_valid": steps <= last}
+
+
+def _demo_ends(lengths: list[int]) -> np.ndarray:
+    """[sum(lengths)]: for each row of demos of these lengths laid end to end, one past its demo's last row."""
+    ends = np.cumsum(lengths)
+    return np.repeat(ends, lengths)
 
 
 class IndexStream:
@@ -73,10 +93,14 @@ class TaskBalancedSampler:
         seed: seed of the index generator.
         device: where the batches live.
         rank, world_size: this process's slice of every task's batch.
+        horizon: actions per target (an action-chunking head's H; `FlatData.action_targets`).
     """
 
-    def __init__(self, flat: FlatData, batch_per_task: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, flat: FlatData, batch_per_task: int, seed: int, device: torch.device, rank: int = 0, world_size: int = 1, horizon: int = 1
+    ) -> None:
         self.flat = flat
+        self.horizon = horizon
         self.indices = IndexStream(flat.counts, flat.offsets, batch_per_task, seed, rank, world_size)
         self.batch_per_task = batch_per_task
         self.device = device
@@ -86,11 +110,12 @@ class TaskBalancedSampler:
         return self.indices.next()
 
     def sample(self) -> dict[str, Any]:
-        """One batch: {"obs": {key: [K, B, ...]}, "actions": [K, B, A]} on the device."""
+        """One batch: {"obs": {key: [K, B, ...]}, "actions": [K, B, A]} on the device (with a
+        horizon H > 1: "actions" [K, B, H, A] and "action_valid" [K, B, H])."""
         indices = self.sample_indices().to(self.device, non_blocking=True)
         return {
             "obs": {key: values[indices] for key, values in self.flat.observations.items()},
-            "actions": self.flat.actions[indices],
+            **self.flat.action_targets(indices, self.horizon),
         }
 
     def state_dict(self) -> dict[str, Any]:

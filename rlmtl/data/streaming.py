@@ -81,7 +81,7 @@ class StreamingSampler:
         data: the dataset (loaded with these keys streamed), for the file and the demo layout.
         flat: the in-memory keys and actions (`FlatData.build` without the streamed keys).
         streamed: the keys to read from the file.
-        batch_per_task, seed, device, rank, world_size: as `TaskBalancedSampler`.
+        batch_per_task, seed, device, rank, world_size, horizon: as `TaskBalancedSampler`.
         prefetch: batches read ahead by the background thread.
     """
 
@@ -96,8 +96,10 @@ class StreamingSampler:
         rank: int = 0,
         world_size: int = 1,
         prefetch: int = 2,
+        horizon: int = 1,
     ) -> None:
         self.flat = flat
+        self.horizon = horizon
         self.indices = IndexStream(flat.counts, flat.offsets, batch_per_task, seed, rank, world_size)
         self.batch_per_task = batch_per_task
         self.device = device
@@ -132,7 +134,7 @@ class StreamingSampler:
         on_device = indices.to(self.device, non_blocking=True)
         observations = {key: values[on_device] for key, values in self.flat.observations.items()}
         observations.update({key: value.to(self.device, non_blocking=True) for key, value in frames.result().items()})
-        return {"obs": observations, "actions": self.flat.actions[on_device]}
+        return {"obs": observations, **self.flat.action_targets(on_device, self.horizon)}
 
     def state_dict(self) -> dict[str, Any]:
         """The generator state before the first batch not yet served (read-ahead batches are redrawn on resume)."""

@@ -46,6 +46,7 @@ from rlmtl.evaluation.results import EpisodeError, EvalResult, Slot, summarise
 from rlmtl.evaluation.rollout import EpisodeOutcome, rollout
 from rlmtl.evaluation.settings import EvalSettings
 from rlmtl.evaluation.shard import barrier, rank_group, shard
+from rlmtl.evaluation.temporal_ensemble import TemporalEnsemble
 from rlmtl.evaluation.videos import check_video_writer, write_videos
 from rlmtl.pool import Job, JobResult, RobustPool, resolve_workers
 from rlmtl.progress import progress_bar
@@ -78,14 +79,18 @@ def _episode_job(
 ) -> Generator[tuple[int, Observation], np.ndarray, EpisodeOutcome]:
     """Worker job: one policy episode, on an env of its own. It yields (task index, observation)
     and receives the action: the pool answers every running episode of the worker with one
-    policy call (`_act_for_all`)."""
+    policy call (`_act_for_all`). An action-chunking agent answers with a chunk [H, A], which the
+    episode's `TemporalEnsemble` turns into the action it executes."""
     envs = _WORKER["envs"]
     env = envs.acquire(settings)
+    agent = _WORKER["agent"]
+    ensemble = TemporalEnsemble(agent.action_horizon, agent.ensemble_decay) if agent.action_horizon > 1 else None
     steps = rollout(env, seed, video=video)
     try:
         observation = next(steps)
         while True:
-            observation = steps.send((yield task_index, observation))
+            prediction = yield task_index, observation
+            observation = steps.send(prediction if ensemble is None else ensemble(prediction))
     except StopIteration as done:
         outcome, _ = done.value
     envs.release(env)

@@ -68,6 +68,7 @@ class CheckpointPayload(TypedDict, total=False):
     nonfinite: dict[str, torch.Tensor]  # the current streak of skipped steps
     best_success: float | None  # the best periodic-evaluation success so far
     affinity_probe: dict[str, torch.Tensor] | None  # TAG's accumulated affinity, when probing
+    ema: dict[str, Any] | None  # the weights' moving average (train.ema_decay > 0): what evaluation loads
 
 
 def save_checkpoint(path: str | Path, payload: CheckpointPayload) -> Path:

@@ -117,6 +117,28 @@ class LogMetrics(Hook):
         self.bar.close()
 
 
+class LogValidationLoss(Hook):
+    """Every `train.log_every` steps (and at the run's last step): each task's loss on a fixed
+    sample of its held-out demos (`data.val_demos`), in eval mode without gradients, as
+    `val_loss/<task>` and `val_loss/mean` in TensorBoard and `val_loss` in metrics.jsonl (rank 0)."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch  # [K, VAL_SAMPLES_PER_TASK] held-out samples, drawn once
+
+    def after_step(self, trainer: "Trainer", losses: torch.Tensor, weights: torch.Tensor) -> None:
+        if trainer.log is None or not (trainer.step % trainer.config.train.log_every == 0 or trainer.step == trainer.end_step):
+            return
+        agent = trainer.parts.agent
+        agent.eval()  # the next training step switches it back
+        with torch.no_grad():
+            values = agent.task_losses(self.batch).cpu().tolist()
+        tasks = trainer.parts.tasks
+        for task, value in zip(tasks, values):
+            trainer.log.scalar(f"val_loss/{task}", value, trainer.step)
+        trainer.log.scalar("val_loss/mean", sum(values) / len(values), trainer.step)
+        trainer.log.append({"step": trainer.step, "val_loss": dict(zip(tasks, values))})
+
+
 class SaveCheckpoints(Hook):
     """A checkpoint every `train.checkpoint_every` steps and at the last step of the run; one at
     the end when the run had nothing left to do (already at `train.steps`)."""

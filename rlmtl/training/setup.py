@@ -20,6 +20,7 @@ from rlmtl.envs import Suite
 from rlmtl.errors import ConfigError, DatasetError, RlmtlError
 from rlmtl.folder_lock import LOCK_NAME, FolderLock
 from rlmtl.training.checkpoint import CheckpointMeta, resolve_last
+from rlmtl.training.ema import ParameterAverage
 from rlmtl.training.gradient_conflict import GradientConflictMonitor
 from rlmtl.training.nonfinite import NonFiniteMonitor
 from rlmtl.training.schedule import make_scheduler
@@ -136,7 +137,8 @@ def build_parts(
     config: RunConfig, tasks: list[str], data: MultiTaskData, meta: CheckpointMeta, ranks: Ranks, device: torch.device
 ) -> TrainingParts:
     """The agent (seeded with `train.seed`), fused AdamW, schedule, weighting and engine, samplers,
-    the non-finite monitor and (with `diagnostics.every`) the gradient-conflict monitor."""
+    the non-finite monitor, (with `diagnostics.every`) the gradient-conflict monitor and (with
+    `train.ema_decay`) the weights' moving average."""
     cfg = config.train
     torch.manual_seed(cfg.seed)
     agent = build_agent(meta)
@@ -162,14 +164,28 @@ def build_parts(
     streamed = [key for key in config.agent.obs_keys if data.per_task and key not in data.per_task[0].observations]
     flat = FlatData.build(data, [key for key in config.agent.obs_keys if key not in streamed], device)  # shared by both samplers
 
+    horizon = agent.action_horizon  # an action-chunking head trains on the next H actions
+
     def sampler_with_seed(seed: int) -> TaskBalancedSampler | StreamingSampler:
         if streamed:
-            return StreamingSampler(data, flat, streamed, cfg.batch_per_task, seed, device, rank, world)
-        return TaskBalancedSampler(flat, cfg.batch_per_task, seed, device, rank, world)
+            return StreamingSampler(data, flat, streamed, cfg.batch_per_task, seed, device, rank, world, horizon=horizon)
+        return TaskBalancedSampler(flat, cfg.batch_per_task, seed, device, rank, world, horizon)
 
     sampler = sampler_with_seed(cfg.seed)
     val_sampler = sampler_with_seed(cfg.seed + 1) if weighting.requirements.val_batch else None
     nonfinite = NonFiniteMonitor(len(tasks), cfg.max_nonfinite_steps, device)
     every = config.diagnostics.every
     conflict = GradientConflictMonitor(len(tasks), every) if every and len(tasks) > 1 else None  # one task: no pairs
-    return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, conflict)
+    ema = ParameterAverage(agent, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, conflict, ema=ema)
+
+
+VAL_SAMPLES_PER_TASK = 512  # held-out samples per task of the validation loss (data.val_demos)
+
+
+def validation_batch(held_out: MultiTaskData, agent: Any, config: RunConfig, device: torch.device) -> dict[str, Any]:
+    """A fixed [K, VAL_SAMPLES_PER_TASK] sample of the held-out demos, drawn once (seeded by
+    train.seed, from a generator of its own: the training stream is untouched)."""
+    flat = FlatData.build(held_out, config.agent.obs_keys, device)
+    sampler = TaskBalancedSampler(flat, VAL_SAMPLES_PER_TASK, config.train.seed + 2, device, horizon=agent.action_horizon)
+    return sampler.sample()

@@ -1,7 +1,7 @@
 """A trainer's checkpoint content: what `save` writes and `restore` reads back, for exact resume.
 
 The payload (`CheckpointPayload`, rlmtl/training/checkpoint.py) holds the agent, optimizer,
-schedule, weighting state, both samplers' generators, the RNG states, the non-finite streak, the
+schedule, weighting state, the weights' moving average (train.ema_decay), both samplers' generators, the RNG states, the non-finite streak, the
 best evaluation success and the TAG probe's running sums, so a resumed run continues bit-identically.
 """
 
@@ -54,6 +54,7 @@ def training_payload(
         "nonfinite": parts.nonfinite.state_dict(),
         "best_success": best_success,
         "affinity_probe": probe.state_dict() if probe is not None else None,
+        "ema": parts.ema.state_dict() if parts.ema is not None else None,
     }
 
 
@@ -75,6 +76,9 @@ def check_resumable(payload: CheckpointPayload, meta: CheckpointMeta, path: Path
     for section in ("agent", "weighting"):
         if saved["config"][section] != meta["config"][section]:
             raise CheckpointError(f"{path}: checkpoint was trained with another {section} config")
+    saved_ema = float(saved["config"]["train"].get("ema_decay", 0.0))
+    if saved_ema != float(meta["config"]["train"].get("ema_decay", 0.0)):
+        raise CheckpointError(f"{path}: checkpoint was trained with train.ema_decay={saved_ema:g}; resume with the same value")
     problem = schedule_state_problem(payload.get("scheduler"), int(meta["config"]["train"]["warmup_steps"]))
     if problem is not None:
         raise CheckpointError(f"{path}: {problem}")
@@ -92,5 +96,7 @@ def restore_training(parts: TrainingParts, payload: CheckpointPayload, probe: Af
     if payload.get("nonfinite"):
         parts.nonfinite.load_state_dict(payload["nonfinite"])
     parts.balance.steps = int(payload["step"])
+    if parts.ema is not None:
+        parts.ema.load_state_dict(payload["ema"])
     if probe is not None and payload.get("affinity_probe"):
         probe.load_state_dict(payload["affinity_probe"])

@@ -5,7 +5,8 @@
        parameter, clipped to `train.grad_clip` with the norm its non-finite check takes; every
        `diagnostics.every` steps it also hands the step's task gradients [K, P] to the
        gradient-conflict monitor (gradient_conflict.py)
-    -> optimizer step (skipped on the device when non-finite)  ->  lr schedule
+    -> optimizer step (skipped on the device when non-finite)  ->  the weights' moving average
+       (train.ema_decay, ema.py)  ->  lr schedule
     -> the engine's post-step update (FAMO's losses after the step, ...)  ->  non-finite bookkeeping
 
 Nothing here reads a tensor on the host: losses and weights come back as device tensors, NaN on a
@@ -22,6 +23,7 @@ import torch
 from rlmtl.agents.base import Batch, MultiTaskAgent
 from rlmtl.data.sampler import TaskBalancedSampler
 from rlmtl.data.streaming import StreamingSampler
+from rlmtl.training.ema import ParameterAverage
 from rlmtl.training.gradient_conflict import GradientConflictMonitor
 from rlmtl.training.nonfinite import NonFiniteMonitor
 from rlmtl.weighting import MultiTaskBackward, Weighting
@@ -44,6 +46,7 @@ class TrainingParts:
     val_sampler: TaskBalancedSampler | StreamingSampler | None  # a second batch, for methods that read one
     nonfinite: NonFiniteMonitor
     conflict: GradientConflictMonitor | None = None  # diagnostics.every > 0
+    ema: ParameterAverage | None = None  # train.ema_decay > 0
     before_update: list[BeforeUpdate] = field(default_factory=list)
 
 
@@ -60,6 +63,8 @@ def train_step(parts: TrainingParts) -> tuple[torch.Tensor, torch.Tensor]:
     observe = parts.conflict.observer(step) if parts.conflict is not None and parts.conflict.due(step) else None
     losses, result = parts.balance.backward(batch=batch, val_batch=val_batch, observe_task_grads=observe)
     parts.balance.optimizer_step()
+    if parts.ema is not None:
+        parts.ema.update()
     parts.scheduler.step()
     parts.balance.after_step()
     skipped = parts.balance.skipped

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from rlmtl.atomic import write_text_atomic
-from rlmtl.build import resolve_device
+from rlmtl.build import check_head_fits_suite, resolve_device
 from rlmtl.config import RunConfig, config_to_yaml
+from rlmtl.data.validation_split import split_validation
 from rlmtl.distributed import Ranks, shutdown
 from rlmtl.envs import make_suite
 from rlmtl.errors import CheckpointError, ConfigError
@@ -37,9 +38,9 @@ from rlmtl.training.checkpoint import (
     resolve_last,
     save_checkpoint,
 )
-from rlmtl.training.hooks import EvaluatePeriodically, Hook, LogMetrics, ProbeAffinity, SaveCheckpoints
+from rlmtl.training.hooks import EvaluatePeriodically, Hook, LogMetrics, LogValidationLoss, ProbeAffinity, SaveCheckpoints
 from rlmtl.training.run_log import RunLog, truncate_metrics
-from rlmtl.training.setup import build_parts, load_training_data, prepare_run_dir
+from rlmtl.training.setup import build_parts, load_training_data, prepare_run_dir, validation_batch
 from rlmtl.training.state import check_resumable, restore_training, rng_state, set_rng_state, training_payload
 from rlmtl.training.step import train_step
 
@@ -66,7 +67,11 @@ class Trainer:
             torch.set_num_threads(config.train.num_threads)
         suite = make_suite(config.env.backend, config.env.suite)
         tasks = suite.select_tasks(config.env.tasks)
+        check_head_fits_suite(config, suite)
         data, self.meta = load_training_data(config, tasks, suite)
+        held_out = None
+        if config.data.val_demos:
+            data, held_out = split_validation(data, config.data.val_demos, config.agent.obs_keys)
         with self.ranks.together("preparing the run folder", self.device):
             self.run_dir, self.lock = prepare_run_dir(config, resume, write=self.ranks.is_main)
         try:
@@ -77,6 +82,8 @@ class Trainer:
                 self.probe = AffinityProbe(len(tasks), config.affinity.divide_by_lr).to(self.device)
                 self.parts.before_update.append(ProbeAffinity(self.parts, self.probe, config.affinity.probe_every))
             self.hooks: list[Hook] = [LogMetrics(progress), SaveCheckpoints()]
+            if held_out is not None:
+                self.hooks.insert(1, LogValidationLoss(validation_batch(held_out, self.parts.agent, config, self.device)))
             if config.train.eval_every:
                 self.hooks.append(EvaluatePeriodically(config.train.eval_every))
             self.best_success: float | None = None

@@ -26,6 +26,8 @@ class PlainAgent(nn.Module):
         super().__init__()
         self.num_tasks = num_tasks
         self.obs_keys = [config.obs_keys[0]]
+        self.action_horizon = 1  # one action per prediction
+        self.ensemble_decay = 0.0
         in_dim = math.prod(obs_shapes[self.obs_keys[0]])
         self.trunk = nn.Linear(in_dim + num_tasks, config.hidden_dim)
         self.head_weight = nn.Parameter(torch.randn(num_tasks, config.hidden_dim, action_dim) / math.sqrt(config.hidden_dim))

@@ -150,17 +150,29 @@ class ToyProblem:
         return train_module(self.model, optimizer, engine, [(self.batch, None)] * steps, check)
 
 
-def small_agent(num_tasks: int = 4, *, images: bool = False, augment: bool = False, seed: int = 0) -> MultiTaskBC:
-    """A small rlmtl agent (torch seeded first): a state vector [6], or proprio [4] + a 16x16 camera."""
+HEAD_ACTION_DIMS = {"keyframe": 8}  # action heads that need another action size than 3
+
+
+def small_agent(
+    num_tasks: int = 4, *, images: bool = False, augment: bool = False, seed: int = 0, head: str = "mse", head_params: dict | None = None
+) -> MultiTaskBC:
+    """A small rlmtl agent (torch seeded first): a state vector [6], or proprio [4] + a 16x16 camera;
+    3-d actions (8-d keyframe poses for the keyframe head)."""
     torch.manual_seed(seed)
+    action_dim = HEAD_ACTION_DIMS.get(head, 3)
+    options = {"head": head, "head_params": dict(head_params or {})}
     if images:
         shapes = {"proprio": (4,), "rgb_cam": (16, 16, 3)}
-        return MultiTaskBC(shapes, 3, num_tasks, 16, AgentConfig(hidden_dim=16, image_channels=[8, 8], image_augment=augment))
-    return MultiTaskBC({"state": (6,)}, 3, num_tasks, 16, AgentConfig(hidden_dim=16, head_hidden_dim=8))
+        return MultiTaskBC(shapes, action_dim, num_tasks, 16, AgentConfig(hidden_dim=16, image_channels=[8, 8], image_augment=augment, **options))
+    return MultiTaskBC({"state": (6,)}, action_dim, num_tasks, 16, AgentConfig(hidden_dim=16, head_hidden_dim=8, **options))
 
 
-def agent_batch(num_tasks: int, *, images: bool = False, generator: torch.Generator | None = None) -> dict[str, Any]:
-    """5 samples per task for `small_agent` (actions in [-1, 1]), from `generator` or torch's global RNG."""
+def agent_batch(
+    num_tasks: int, *, images: bool = False, generator: torch.Generator | None = None, head: str = "mse", horizon: int = 1
+) -> dict[str, Any]:
+    """5 samples per task for `small_agent` (actions in [-1, 1]), from `generator` or torch's global
+    RNG; `horizon` actions per sample and their "action_valid" for a chunk head, keyframe poses
+    (position, a random unit quaternion, gripper 0 or 1) for the keyframe head."""
     if images:
         obs = {
             "proprio": torch.randn(num_tasks, 5, 4, generator=generator),
@@ -168,6 +180,13 @@ def agent_batch(num_tasks: int, *, images: bool = False, generator: torch.Genera
         }
     else:
         obs = {"state": torch.randn(num_tasks, 5, 6, generator=generator)}
+    if head == "keyframe":
+        quaternion = torch.nn.functional.normalize(torch.randn(num_tasks, 5, 4, generator=generator), dim=-1)
+        gripper = torch.randint(0, 2, (num_tasks, 5, 1), generator=generator).float()
+        return {"obs": obs, "actions": torch.cat([torch.rand(num_tasks, 5, 3, generator=generator), quaternion, gripper], dim=-1)}
+    if horizon > 1:
+        valid = torch.arange(horizon) < torch.randint(1, horizon + 1, (num_tasks, 5, 1), generator=generator)
+        return {"obs": obs, "actions": torch.rand(num_tasks, 5, horizon, 3, generator=generator) * 2 - 1, "action_valid": valid}
     return {"obs": obs, "actions": torch.rand(num_tasks, 5, 3, generator=generator) * 2 - 1}
 
 
@@ -185,13 +204,15 @@ def train_agent(
     post-step losses likewise. Batches are seeded by the step. `check(result)` runs after every
     backward; at the end every agent parameter must have moved."""
     k, needs = agent.num_tasks, weighting.requirements
+    head, horizon = agent.config_head, agent.action_horizon
     optimizer = torch.optim.AdamW(agent.parameters(), lr=1e-3, weight_decay=1e-4)
     engine = MultiTaskBackward.for_agent(agent, weighting, optimizer, primary_tasks=primary_tasks)
     start = [p.detach().clone() for p in agent.parameters()]
     agent.train()
     for step in range(steps):
-        batch = agent_batch(k, images=images, generator=torch.Generator().manual_seed(step))
-        val = agent_batch(k, images=images, generator=torch.Generator().manual_seed(100 + step)) if needs.val_batch else None
+        batch = agent_batch(k, images=images, generator=torch.Generator().manual_seed(step), head=head, horizon=horizon)
+        val_generator = torch.Generator().manual_seed(100 + step)
+        val = agent_batch(k, images=images, generator=val_generator, head=head, horizon=horizon) if needs.val_batch else None
         optimizer.zero_grad(set_to_none=True)
         losses = None if needs.task_grads else agent.task_losses(batch)
         _, result = engine.backward(losses, batch=batch, val_batch=val)
