@@ -24,8 +24,9 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from rlmtl.agents.action_heads import make_action_head, normalise_actions
+from rlmtl.agents.augmentations import augment
 from rlmtl.agents.base import AGENTS, Batch
-from rlmtl.agents.encoders import ObservationEncoder, random_shift
+from rlmtl.agents.encoders import ObservationEncoder
 from rlmtl.agents.heads import TaskHeads, apply_head
 
 
@@ -54,6 +55,7 @@ class MultiTaskBC(nn.Module):
         self.num_tasks = num_tasks
         self.action_dim = action_dim
         self.image_augment = bool(getattr(options, "image_augment", True))
+        self.augmentations = list(getattr(options, "augmentations", ["shift"]))
         vector_dim = sum(int(np.prod(obs_shapes[k])) for k in self.vector_keys)
         self.encoder = ObservationEncoder(
             vector_dim=vector_dim,
@@ -66,6 +68,7 @@ class MultiTaskBC(nn.Module):
             hidden_dim=options.hidden_dim,
             num_layers=options.num_layers,
             image_channels=options.image_channels,
+            share_image_encoder=bool(getattr(options, "share_image_encoder", False)),
         )
         self.config_head = getattr(options, "head", "mse")  # the action head's registered name
         self.action_head = make_action_head(self.config_head, dict(getattr(options, "head_params", {})), action_dim)
@@ -136,7 +139,7 @@ class MultiTaskBC(nn.Module):
             if key in self.image_keys and self.training and self.image_augment:
                 k, b = value.shape[:2]
                 image = _to_unit_float(value.reshape(k * b, *value.shape[2:])).permute(0, 3, 1, 2)
-                value = random_shift(image).permute(0, 2, 3, 1).reshape(k, b, *value.shape[2:])
+                value = augment(image, self.augmentations).permute(0, 2, 3, 1).reshape(k, b, *value.shape[2:])
             observations[key] = value
         task = {
             "obs_mean": self.obs_mean[:, None],

@@ -97,7 +97,7 @@ class ObservationEncoder(nn.Module):
     """Fuses vector and image observations into one feature vector per sample.
 
     `vector_dim` is the width of the concatenated vector keys (0 when none); `cameras` lists the
-    image keys. Output: [N, out_dim].
+    image keys, each with an encoder of its own or (`share_image_encoder`) one for all. Output: [N, out_dim].
     """
 
     def __init__(
@@ -112,26 +112,30 @@ class ObservationEncoder(nn.Module):
         hidden_dim: int = 256,
         num_layers: int = 2,
         image_channels: list[int] | tuple[int, ...] = (32, 64, 64),
+        share_image_encoder: bool = False,
     ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
         self.task_conditioning = task_conditioning
         self.cameras = list(cameras)
-        self.image_encoders = nn.ModuleDict(
-            {camera: ENCODERS.get(image_encoder)(image_size, list(image_channels), hidden_dim) for camera in self.cameras}
-        )
+        self.share_image_encoder = share_image_encoder and len(self.cameras) > 1
+        names = ["shared"] if self.share_image_encoder else self.cameras
+        self.image_encoders = nn.ModuleDict({name: ENCODERS.get(image_encoder)(image_size, list(image_channels), hidden_dim) for name in names})
         vector_in = vector_dim + (num_tasks if task_conditioning else 0)
         self.vector_encoder = ENCODERS.get(lowdim_encoder)(vector_in, hidden_dim, num_layers) if vector_in else None
-        widths = [e.out_dim for e in self.image_encoders.values()]
+        widths = [self._camera_encoder(camera).out_dim for camera in self.cameras]
         if self.vector_encoder is not None:
             widths.append(self.vector_encoder.out_dim)
         self.fuse = nn.Sequential(nn.Linear(sum(widths), hidden_dim), nn.ReLU()) if len(widths) > 1 else nn.Identity()
         self.out_dim = hidden_dim if len(widths) > 1 else widths[0]
 
+    def _camera_encoder(self, camera: str) -> nn.Module:
+        return self.image_encoders["shared" if self.share_image_encoder else camera]
+
     def forward(self, vector: torch.Tensor | None, images: dict[str, torch.Tensor], task_onehot: torch.Tensor) -> torch.Tensor:
         """vector [N, D] (normalised) or None, images {camera: [N, 3, H, W] in [0, 1]},
         task_onehot [N, K] (used when task conditioning is on) -> features [N, F]."""
-        features = [self.image_encoders[camera](images[camera]) for camera in self.cameras]
+        features = [self._camera_encoder(camera)(images[camera]) for camera in self.cameras]
         if self.vector_encoder is not None:
             parts = [] if vector is None else [vector]
             if self.task_conditioning:

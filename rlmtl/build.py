@@ -59,6 +59,20 @@ def check_head_fits_suite(config: RunConfig, suite: Suite) -> None:
         raise ConfigError(f"'agent.head_params.horizon': a chunk of {horizon} actions is longer than an episode of {config.env.suite} ({limit} steps)")
 
 
+def check_pretrained_image_encoder(config: RunConfig) -> None:
+    """`agent.pretrained_image_encoder`, when set, must load into the configured image encoder
+    (agents/pretrained.py): ConfigError naming the key, the file and the bad entry, before any data
+    is collected."""
+    if not config.agent.pretrained_image_encoder:
+        return
+    from rlmtl.agents.encoders import ENCODERS
+    from rlmtl.agents.pretrained import pretrained_weights
+
+    agent = config.agent
+    encoder = ENCODERS.get(agent.image_encoder)(config.env.image_size, list(agent.image_channels), agent.hidden_dim)
+    pretrained_weights(agent.pretrained_image_encoder, encoder)
+
+
 def build_agent(meta: CheckpointMeta) -> MultiTaskAgent:
     """A fresh agent (`agent.name` from the registry) shaped as `meta` describes (normalisation
     still at defaults); ConfigError naming `agent.name` when no agent has that name."""

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from rlmtl.config_files import read_config_file, safe_load_without_aliases, yaml_problem
-from rlmtl.config_plugins import action_head_params, check_agent_name, check_weighting_name, env_options, options_class_of, weighting_params
+from rlmtl.config_plugins import action_head_params, check_agent_name, check_agent_parts, check_weighting_name, env_options, options_class_of, weighting_params
 from rlmtl.config_values import check_value
 from rlmtl.errors import ConfigError
 
@@ -94,7 +94,10 @@ class AgentConfig:
     head: str = _field("mse", "what each task head predicts and its loss: mse, gmm, chunk or keyframe (see `rlmtl list`)")
     head_params: dict[str, Any] = _field({}, "the action head's parameters (gmm: modes, min_std; chunk: horizon, ensemble_decay; keyframe: rotation_resolution)")
     task_conditioning: bool = _field(True, "also feed a one-hot task id to the shared encoder")
-    image_augment: bool = _field(True, "random-shift augmentation of camera images during training")
+    image_augment: bool = _field(True, "augment camera images during training (agent.augmentations)")
+    augmentations: list[str] = _field(["shift"], "camera-image augmentations applied in order when image_augment is on: shift, crop, color")
+    share_image_encoder: bool = _field(False, "one image encoder shared by every camera (else one per camera)")
+    pretrained_image_encoder: str = _field("", "a state-dict file of image-encoder weights loaded before training (resnet18: torchvision's names)")
 
 
 @dataclass
@@ -369,6 +372,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: 'agent.obs_keys' uses {key!r} but env.cameras does not list {key[4:]!r}")
     check_weighting_name(config.weighting.name, source)
     check_agent_name(config.agent.name, source)
+    check_agent_parts(config.agent, source)
     config.agent.head_params = action_head_params(config.agent.head, config.agent.head_params, source)
     config.weighting.params = weighting_params(config.weighting.name, config.weighting.params, source, "weighting.params")
 

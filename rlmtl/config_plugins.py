@@ -100,6 +100,19 @@ def check_agent_name(name: str, source: str) -> None:
         raise ConfigError(f"{source}: 'agent.name': unknown agent {name!r} (registered: {', '.join(AGENTS.names())})")
 
 
+def check_agent_parts(agent: Any, source: str) -> None:
+    """The agent's encoders and augmentations must be registered ones."""
+    from rlmtl.agents import AUGMENTATIONS, ENCODERS
+
+    for key in ("lowdim_encoder", "image_encoder"):
+        name = getattr(agent, key)
+        if name not in ENCODERS:
+            raise ConfigError(f"{source}: 'agent.{key}': unknown encoder {name!r} (registered: {', '.join(ENCODERS.names())})")
+    for name in agent.augmentations:
+        if name not in AUGMENTATIONS:
+            raise ConfigError(f"{source}: 'agent.augmentations': unknown augmentation {name!r} (registered: {', '.join(AUGMENTATIONS.names())})")
+
+
 def action_head_params(name: str, params: Any, source: str) -> dict[str, Any]:
     """`agent.head` must be a registered action head and `agent.head_params` fit its parameter
     class (agents/action_heads.py); returns the params with every default filled in."""

@@ -87,13 +87,14 @@ def run_main_job(
 ) -> tuple[Path, EvalResult]:
     """collect -> train -> evaluate -> report, for one model or (with `plan`) one per task group;
     returns (the folder holding eval.json and report.md, the evaluation)."""
-    from rlmtl.build import check_head_fits_suite
+    from rlmtl.build import check_head_fits_suite, check_pretrained_image_encoder
     from rlmtl.data.collect import collect
     from rlmtl.envs import make_suite
     from rlmtl.report import write_report
 
     check_video_writer(config.eval.video, config.eval.video_format)  # before training, not after it
     check_head_fits_suite(config, make_suite(config.env.backend, config.env.suite))  # before collecting
+    check_pretrained_image_encoder(config)
     times = StageTimes()
     if plan is None:
         with times.stage("collect"):

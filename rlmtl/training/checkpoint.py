@@ -178,7 +178,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"{path}: no checkpoint found (expected a .pt file or a run folder with checkpoints/last)")
 
 
-def _check_declared_sizes(path: Path) -> None:
+def check_declared_sizes(path: Path) -> None:
     """CheckpointError, before torch allocates anything, when the archive's entries declare more
     bytes than the file holds: `torch.save` writes stored (uncompressed) zip entries, and a few
     kilobytes that claim gigabytes would otherwise be allocated as declared."""
@@ -198,7 +198,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    _check_declared_sizes(path)
+    check_declared_sizes(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt zip, pickled globals refused by weights_only, ...

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from rlmtl.agents.pretrained import load_pretrained_image_encoders
 from rlmtl.atomic import write_text_atomic
 from rlmtl.build import agent_meta, build_agent
 from rlmtl.config import RunConfig, dataset_path
@@ -142,6 +143,8 @@ def build_parts(
     cfg = config.train
     torch.manual_seed(cfg.seed)
     agent = build_agent(meta)
+    if config.agent.pretrained_image_encoder:  # checked when the trainer started
+        load_pretrained_image_encoders(agent.encoder.image_encoders, config.agent.pretrained_image_encoder)
     agent.set_statistics([t.stats for t in data.per_task])
     agent.to(device)
     # fused: its step reads `found_inf` (skips a non-finite step on the device, no host sync)

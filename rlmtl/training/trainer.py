@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from rlmtl.atomic import write_text_atomic
-from rlmtl.build import check_head_fits_suite, resolve_device
+from rlmtl.build import check_head_fits_suite, check_pretrained_image_encoder, resolve_device
 from rlmtl.config import RunConfig, config_to_yaml
 from rlmtl.data.validation_split import split_validation
 from rlmtl.distributed import Ranks, shutdown
@@ -68,6 +68,7 @@ class Trainer:
         suite = make_suite(config.env.backend, config.env.suite)
         tasks = suite.select_tasks(config.env.tasks)
         check_head_fits_suite(config, suite)
+        check_pretrained_image_encoder(config)
         data, self.meta = load_training_data(config, tasks, suite)
         held_out = None
         if config.data.val_demos:
