@@ -368,8 +368,8 @@ def _signature(rows: list[dict[str, object]]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from rlmtl.agents import AGENTS
-    from rlmtl.agents.encoders import ENCODERS
+    from rlmtl.agents import ACTION_HEADS, AGENTS, AUGMENTATIONS, ENCODERS
+    from rlmtl.agents.action_heads import head_param_names
     from rlmtl.envs import BACKENDS
 
     catalogue = _plugin_catalogue()
@@ -378,6 +378,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         "backend_options": {},
         "agents": AGENTS.names(),
         "encoders": ENCODERS.names(),
+        "action_heads": {name: head_param_names(name) for name in ACTION_HEADS.names()},
+        "augmentations": AUGMENTATIONS.names(),
         "weightings": catalogue["weightings"],
     }
     for name in BACKENDS.names():
@@ -393,6 +395,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"backend {name} options (env.options): {_signature(listing['backend_options'][name])}")
     print(f"agents: {', '.join(listing['agents'])}")
     print(f"encoders: {', '.join(listing['encoders'])}")
+    heads = listing["action_heads"]
+    print("action heads (agent.head; agent.head_params): " + ", ".join(f"{n} ({', '.join(p) or 'no parameters'})" for n, p in heads.items()))
+    print(f"augmentations (agent.augmentations): {', '.join(listing['augmentations'])}")
     print("weightings (name: what it needs from the trainer; parameters as name: type = default):")
     for name, method in catalogue["weightings"].items():
         print(f"  {name}: {', '.join(method['needs'])}; {_signature(method['parameters'])}")

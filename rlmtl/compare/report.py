@@ -3,7 +3,7 @@
 `results.json` (written atomically, after every comparison, also a partial one) holds the spec's
 settings, methods, seeds and baseline, one row per finished run (setting, method, seed, folder,
 per-task success, mean success, attempts and wall seconds summed over them, the last attempt's stage
-times from timings.json), the names of the runs without results, and per setting and method the
+times from timings.json, the gradient-conflict summary of diagnostics.py), the names of the runs without results, and per setting and method the
 statistics of rlmtl/compare/statistics.py with the bootstrap settings and rliable's version.
 `results.md` is its tables; the figure shows each setting's per-task success (mean over runs with
 its 95% interval), methods side by side, beside each method's IQM with its interval.
@@ -20,6 +20,7 @@ import numpy as np
 
 from rlmtl import __version__
 from rlmtl.atomic import write_text_atomic
+from rlmtl.compare.diagnostics import run_diagnostics
 from rlmtl.compare.runs import PlannedRun, read_attempts, run_state
 from rlmtl.compare.spec import CompareSpec
 from rlmtl.compare.statistics import method_statistics, require_rliable
@@ -48,6 +49,7 @@ def run_row(spec: CompareSpec, run: PlannedRun) -> dict[str, Any] | None:
         "attempts": len(attempts),
         "wall_s": round(sum(a.get("wall_s", 0.0) for a in attempts), 1),
         "timings": json.loads(timings_path.read_text(encoding="utf-8")) if timings_path.is_file() else {},
+        "diagnostics": run_diagnostics(run.folder),
     }
 
 
@@ -69,6 +71,9 @@ def gather(spec: CompareSpec, runs: list[PlannedRun]) -> dict[str, Any]:
             for method in spec.methods
         }
         statistics[setting.name] = {"tasks": tasks, "methods": method_statistics(scores, tasks, spec.baseline, spec.bootstrap)}
+        for method, row in statistics[setting.name]["methods"].items():
+            measured = [r["diagnostics"]["all"]["conflict_fraction"] for r in mine if r["method"] == method and r.get("diagnostics")]
+            row["conflict_fraction"] = float(np.mean(measured)) if measured else None
     return {
         "spec": str(spec.path),
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -90,6 +95,10 @@ def gather(spec: CompareSpec, runs: list[PlannedRun]) -> dict[str, Any]:
     }
 
 
+def _fraction(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def _interval(values: list[float]) -> str:
     return f"[{values[0]:.3f}, {values[1]:.3f}]"
 
@@ -104,21 +113,22 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"IQM and mean of per-task success over runs × tasks; {confidence}% intervals from a stratified bootstrap over runs "
         f"({results['bootstrap']['reps']} resamples, {results['bootstrap']['library']}); P(improvement) = P(a run of the method "
-        f"beats a run of {baseline} on a task), averaged over tasks.",
+        f"beats a run of {baseline} on a task), averaged over tasks; conflicting pairs = the fraction of task pairs whose "
+        "shared-parameter gradients have a negative cosine, averaged over each run's measurements (diagnostics.every) and over runs.",
     ]
     for setting, block in results["statistics"].items():
         lines += [
             "",
             f"## {setting}",
             "",
-            f"| method | runs | IQM | {confidence}% CI | P(improvement over {baseline}) | {confidence}% CI | mean | {confidence}% CI |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| method | runs | IQM | {confidence}% CI | P(improvement over {baseline}) | {confidence}% CI | mean | {confidence}% CI | conflicting pairs |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for method, row in block["methods"].items():
             improvement = row["improvement"]
             p_cells = f"{improvement['probability']:.2f} | {_interval(improvement['ci'])}" if improvement else "— | —"
             lines.append(
-                f"| {method} | {row['runs']} | {row['iqm']:.3f} | {_interval(row['iqm_ci'])} | {p_cells} | {row['mean']:.3f} | {_interval(row['mean_ci'])} |"
+                f"| {method} | {row['runs']} | {row['iqm']:.3f} | {_interval(row['iqm_ci'])} | {p_cells} | {row['mean']:.3f} | {_interval(row['mean_ci'])} | {_fraction(row.get('conflict_fraction'))} |"
             )
         tasks = block["tasks"]
         lines += ["", "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]

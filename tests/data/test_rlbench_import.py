@@ -164,3 +164,28 @@ def test_rgb_is_resized_with_rlbenchs_filter_and_depth_with_nearest(tmp_path):
     np.testing.assert_array_equal(read_png(path, 6, blend=True), expected)
     nearest = read_png(path, 6)
     assert set(np.unique(nearest)) <= set(np.unique(ramp)) and not np.array_equal(nearest, expected)
+
+
+def test_the_keyframe_head_trains_on_imported_keyframes_and_gives_actions_rlbench_accepts(tmp_path):
+    import torch
+
+    from rlmtl.build import agent_from_checkpoint, check_head_fits_suite
+    from rlmtl.envs import make_suite
+    from rlmtl.envs.rlbench_actions import to_rlbench_action
+    from rlmtl.errors import ConfigError
+    from rlmtl.training.checkpoint import load_checkpoint
+
+    root = tmp_path / "data"
+    for task in TASKS:
+        write_rlbench_dataset(root, task, "peract", {0: 2}, size=8)
+    config = _config(tmp_path)
+    assert main(["import-rlbench", str(root), config, "--no-progress"]) == 0
+    assert main(["train", config, "agent.head=keyframe", "--no-progress"]) == 0
+    agent = agent_from_checkpoint(load_checkpoint(tmp_path / "runs" / "rlb" / "checkpoints" / "step_00000004.pt"))
+    observation = {"state": torch.randn(2, agent.obs_mean.shape[1]), "rgb_front": torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)}
+    for action in agent.act_batch(observation, torch.tensor([0, 1])).numpy():
+        assert action[7] in (0.0, 1.0) and action[6] >= 0
+        np.testing.assert_allclose(to_rlbench_action(action, "keyframe"), action, atol=1e-6)  # already unit, canonical and discrete
+    joint = load_config(config, ["agent.head=keyframe", "env.options.action_mode=joint_velocity"])
+    with pytest.raises(ConfigError, match=r"'agent\.head': keyframe predicts keyframe_pose actions, but rlbench suite rlbench10 takes continuous"):
+        check_head_fits_suite(joint, make_suite("rlbench", "rlbench10"))

@@ -1,0 +1,28 @@
+"""A run's gradient-conflict summary (rlmtl/compare/diagnostics.py), from its metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlmtl.compare.diagnostics import DIAGNOSTICS, run_diagnostics
+
+
+def test_the_summary_averages_every_measurement_and_the_last_quarter_and_is_kept(tmp_path):
+    lines = [json.dumps({"step": 0, "lr": 0.1})]  # a record without a measurement
+    for step, fraction in zip(range(100, 900, 100), [0.8, 0.6, 0.4, 0.2, 0.2, 0.2, 0.0, 0.0]):
+        lines.append(json.dumps({"step": step, "conflict": {"fraction": fraction, "mean_cosine": -fraction}, "grad_norm": {"a": step, "b": 1.0}}))
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 9')  # and a torn last line
+    summary = run_diagnostics(tmp_path)
+    assert summary["measurements"] == 8 and summary["steps"] == [100, 800]
+    assert summary["all"]["conflict_fraction"] == pytest.approx(0.3) and summary["all"]["mean_cosine"] == pytest.approx(-0.3)
+    assert summary["last_quarter"]["conflict_fraction"] == pytest.approx(0.0) and summary["last_quarter"]["grad_norm"] == {"a": 750.0, "b": 1.0}
+    (tmp_path / "metrics.jsonl").unlink()  # the kept summary is enough
+    assert json.loads((tmp_path / DIAGNOSTICS).read_text()) == summary == run_diagnostics(tmp_path)
+
+
+def test_a_run_without_measurements_has_no_summary(tmp_path):
+    assert run_diagnostics(tmp_path) is None
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": {}}) + "\n")
+    assert run_diagnostics(tmp_path) is None and not (tmp_path / DIAGNOSTICS).exists()
