@@ -37,6 +37,8 @@ def _field(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+PRECISIONS = ("fp32", "bf16")  # train.precision
+
 @dataclass
 class EnvConfig:
     """Which simulator, which tasks, which observations."""
@@ -128,6 +130,7 @@ class TrainConfig:
     device: str = _field("cpu", "torch device: cpu, cuda, cuda:1, ... or auto")
     seed: int = _field(0, "seed of initialisation and batch sampling")
     num_threads: int = _field(0, "torch CPU threads; 0 = torch's default")
+    precision: str = _field("fp32", "fp32, or bf16: the step's forward and backward under torch.autocast with bfloat16 (for GPUs with bf16)")
     ema_decay: float = _field(0.0, "decay of an exponential moving average of the weights, which evaluation then uses; 0 = off")
     max_nonfinite_steps: int = _field(10, "a step with a NaN/inf loss or gradient is skipped; stop after this many in a row")
 
@@ -356,6 +359,8 @@ def validate(config: RunConfig, source: str = "config") -> None:
         raise ConfigError(
             f"{source}: 'data.max_attempts_per_demo' must be >= 1 (attempts per requested demo), got {config.data.max_attempts_per_demo}"
         )
+    if config.train.precision not in PRECISIONS:
+        raise ConfigError(f"{source}: 'train.precision' must be one of {', '.join(PRECISIONS)}, got {config.train.precision!r}")
     if not 0 <= config.train.ema_decay < 1:
         raise ConfigError(f"{source}: 'train.ema_decay' must be in [0, 1) (0 = off), got {config.train.ema_decay}")
     if not 0 <= config.train.min_lr_ratio <= 1:

@@ -180,7 +180,10 @@ def build_parts(
     every = config.diagnostics.every
     conflict = GradientConflictMonitor(len(tasks), every) if every and len(tasks) > 1 else None  # one task: no pairs
     ema = ParameterAverage(agent, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    return TrainingParts(tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, conflict, ema=ema)
+    autocast_device = device.type if cfg.precision == "bf16" else None
+    return TrainingParts(
+        tasks, agent, optimizer, scheduler, weighting, balance, sampler, val_sampler, nonfinite, conflict, ema=ema, autocast_device=autocast_device
+    )
 
 
 VAL_SAMPLES_PER_TASK = 512  # held-out samples per task of the validation loss (data.val_demos)

@@ -15,6 +15,7 @@ skipped step, and the trainer's hooks read them (and the conflict measurements) 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -47,6 +48,7 @@ class TrainingParts:
     nonfinite: NonFiniteMonitor
     conflict: GradientConflictMonitor | None = None  # diagnostics.every > 0
     ema: ParameterAverage | None = None  # train.ema_decay > 0
+    autocast_device: str | None = None  # train.precision=bf16: the device type the step runs under bfloat16 autocast
     before_update: list[BeforeUpdate] = field(default_factory=list)
 
 
@@ -61,7 +63,10 @@ def train_step(parts: TrainingParts) -> tuple[torch.Tensor, torch.Tensor]:
     parts.optimizer.zero_grad(set_to_none=True)
     step = parts.balance.steps + 1  # this step's number, as the log and checkpoints count it
     observe = parts.conflict.observer(step) if parts.conflict is not None and parts.conflict.due(step) else None
-    losses, result = parts.balance.backward(batch=batch, val_batch=val_batch, observe_task_grads=observe)
+    precision = torch.autocast(parts.autocast_device, dtype=torch.bfloat16) if parts.autocast_device is not None else nullcontext()
+    with precision:
+        losses, result = parts.balance.backward(batch=batch, val_batch=val_batch, observe_task_grads=observe)
+    losses = losses.float()
     parts.balance.optimizer_step()
     if parts.ema is not None:
         parts.ema.update()

@@ -1,6 +1,6 @@
 """Training basics: the weights' moving average (train.ema_decay) is what evaluation loads and
 resumes exactly; held-out demos (data.val_demos) are left out of training and their per-task loss
-is logged."""
+is logged; train.precision=bf16 runs the step under bfloat16 autocast."""
 
 from __future__ import annotations
 
@@ -74,3 +74,19 @@ def test_holding_out_every_demo_is_refused_naming_the_key(tmp_path):
     write_tiny_dataset(tmp_path / "data.h5")
     with pytest.raises(ConfigError, match=r"'data\.val_demos' = 2 leaves task .* no training demo"):
         Trainer(load_config(write_config(tmp_path, "val", "uniform", steps=4), ["data.val_demos=2"]), progress=False)
+
+
+def test_bf16_precision_runs_the_step_under_autocast_and_keeps_fp32_weights(tmp_path):
+    write_tiny_dataset(tmp_path / "data.h5")
+    first = {}
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(load_config(write_config(tmp_path, precision, "uniform", steps=2), [f"train.precision={precision}"]), progress=False)
+        losses, _ = trainer.train_step()
+        first[precision] = losses
+        assert losses.dtype == torch.float32 and torch.isfinite(losses).all()
+        assert all(p.dtype == torch.float32 for p in trainer.parts.agent.parameters())
+        trainer.release()
+    assert not torch.equal(first["fp32"], first["bf16"])  # bfloat16 matmuls round differently
+    torch.testing.assert_close(first["bf16"], first["fp32"], rtol=5e-2, atol=1e-3)
+    with pytest.raises(ConfigError, match=r"'train\.precision' must be one of fp32, bf16, got 'fp16'"):
+        load_config(write_config(tmp_path, "x", "uniform"), ["train.precision=fp16"])
