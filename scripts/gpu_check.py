@@ -10,7 +10,9 @@ simulator is needed), take 10 warm-up steps, then `--steps` training steps under
 `torch.cuda.set_sync_debug_mode("error")`, which raises on any synchronising CUDA call (`.item()`,
 `.cpu()`, a blocking copy, nonzero, ...). Log intervals are the only place rlmtl reads device values,
 so the steps run through `Trainer.train_step` without the logging hook. Prints steps/s and the peak
-allocated memory per method, and the methods that synchronised (with the call that did). Exit 1
+allocated memory per method, and the methods that synchronised (with the call that did); then the
+same for uniform with each agent option of AGENT_OPTIONS (bf16 autocast, the weights' moving
+average, the gmm and chunk heads). Exit 1
 when any method synchronised or failed. scripts/gpu_check.sh runs this and the CUDA-marked tests.
 """
 
@@ -30,10 +32,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
 
-def check_method(method: str, dataset: Path, folder: Path, steps: int, device: str) -> dict:
+AGENT_OPTIONS = ["train.precision=bf16", "train.ema_decay=0.999", "agent.head=gmm", "agent.head=chunk"]  # checked with uniform
+
+
+def check_method(method: str, dataset: Path, folder: Path, steps: int, device: str, extra: tuple[str, ...] = ()) -> dict:
     from bench_weighting import make_trainer
 
-    trainer = make_trainer(str(ROOT / "configs" / "mt10.yaml"), method, [f"data.path={dataset}", f"train.device={device}"], folder)
+    overrides = [f"data.path={dataset}", f"train.device={device}", *extra]
+    trainer = make_trainer(str(ROOT / "configs" / "mt10.yaml"), method, overrides, folder)
     cuda = torch.device(device).type == "cuda"  # --device cpu: a dry run of this script, without the sync check
     try:
         for _ in range(10):
@@ -90,6 +96,12 @@ def main() -> int:
             print(f"| {method} | {row['steps_per_s']:.1f} | {row['peak_mib']:.0f} | {row['error'] or 'none'} |", flush=True)
             if row["error"]:
                 failed.append(method)
+        print("\n| uniform with | steps/s | peak MiB | host syncs / errors |\n|---|---|---|---|")
+        for index, option in enumerate(AGENT_OPTIONS):
+            row = check_method("uniform", dataset, Path(tmp) / f"option{index}", args.steps, args.device, (option,))
+            print(f"| {option} | {row['steps_per_s']:.1f} | {row['peak_mib']:.0f} | {row['error'] or 'none'} |", flush=True)
+            if row["error"]:
+                failed.append(f"uniform with {option}")
     if failed:
         print(f"gpu_check: FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
