@@ -113,12 +113,18 @@ def test_import_errors_name_the_path(tmp_path, capsys):
     assert not dataset_path(load_config(config)).exists()
 
 
-def test_training_from_an_imported_dataset_needs_no_simulator(tmp_path):
+def _imported_config(tmp_path) -> str:
+    """The config of an RLBench dataset imported from PerAct-layout fixture demos (2 per task)."""
     root = tmp_path / "data"
     for task in TASKS:
         write_rlbench_dataset(root, task, "peract", {0: 2}, size=8)
     config = _config(tmp_path)
     assert main(["import-rlbench", str(root), config, "--no-progress"]) == 0
+    return config
+
+
+def test_training_from_an_imported_dataset_needs_no_simulator(tmp_path):
+    config = _imported_config(tmp_path)
     assert main(["train", config, "--no-progress"]) == 0
     assert (tmp_path / "runs" / "rlb" / "checkpoints").is_dir()
 
@@ -175,11 +181,7 @@ def test_the_keyframe_head_trains_on_imported_keyframes_and_gives_actions_rlbenc
     from rlmtl.errors import ConfigError
     from rlmtl.training.checkpoint import load_checkpoint
 
-    root = tmp_path / "data"
-    for task in TASKS:
-        write_rlbench_dataset(root, task, "peract", {0: 2}, size=8)
-    config = _config(tmp_path)
-    assert main(["import-rlbench", str(root), config, "--no-progress"]) == 0
+    config = _imported_config(tmp_path)
     assert main(["train", config, "agent.head=keyframe", "--no-progress"]) == 0
     agent = agent_from_checkpoint(load_checkpoint(tmp_path / "runs" / "rlb" / "checkpoints" / "step_00000004.pt"))
     observation = {"state": torch.randn(2, agent.obs_mean.shape[1]), "rgb_front": torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)}
