@@ -5,7 +5,7 @@ settings, methods, seeds and baseline, one row per finished run (setting, method
 per-task success, mean success, attempts and wall seconds summed over them, the last attempt's stage
 times from timings.json, the gradient-conflict summary of diagnostics.py), the names of the runs without results, and per setting and method the
 statistics of rlmtl/compare/statistics.py with the bootstrap settings and rliable's version.
-`results.md` is its tables; the figure shows each setting's per-task success (mean over runs with
+`results.md` is its tables, with a line per setting on whether Auto-Lambda's reported ordering holds; the figure shows each setting's per-task success (mean over runs with
 its 95% interval), methods side by side, beside each method's IQM with its interval.
 """
 
@@ -103,6 +103,24 @@ def _interval(values: list[float]) -> str:
     return f"[{values[0]:.3f}, {values[1]:.3f}]"
 
 
+# Auto-Lambda's reported ordering (Liu et al., TMLR 2022, NYUv2 and RLBench tables): Auto-λ ≥ Uncertainty ≥ DWA ≥ Equal
+AUTO_LAMBDA_ORDER = ("auto_lambda", "uncertainty", "dwa", "uniform")
+
+
+def auto_lambda_ordering(methods: dict[str, Any]) -> str | None:
+    """One line saying whether Auto-Lambda's ordering holds by IQM in a setting, and whether the
+    intervals of neighbours overlap (None when one of the four methods has no runs)."""
+    if not all(name in methods for name in AUTO_LAMBDA_ORDER):
+        return None
+    rows = [methods[name] for name in AUTO_LAMBDA_ORDER]
+    holds = all(a["iqm"] >= b["iqm"] for a, b in zip(rows, rows[1:]))
+    overlap = all(a["iqm_ci"][0] <= b["iqm_ci"][1] and b["iqm_ci"][0] <= a["iqm_ci"][1] for a, b in zip(rows, rows[1:]))
+    values = ", ".join(f"{name} {row['iqm']:.3f}" for name, row in zip(AUTO_LAMBDA_ORDER, rows))
+    verdict = "holds" if holds else "does not hold"
+    noise = "; every neighbouring pair's intervals overlap, so the order is within the seed noise" if overlap else ""
+    return f"Auto-Lambda's ordering (Auto-λ ≥ Uncertainty ≥ DWA ≥ Equal) by IQM {verdict}: {values}{noise}."
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """The tables of results.json: per setting, each method's IQM, P(improvement) and mean with
     their intervals, then per-task success."""
@@ -130,6 +148,9 @@ def results_markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {method} | {row['runs']} | {row['iqm']:.3f} | {_interval(row['iqm_ci'])} | {p_cells} | {row['mean']:.3f} | {_interval(row['mean_ci'])} | {_fraction(row.get('conflict_fraction'))} |"
             )
+        ordering = auto_lambda_ordering(block["methods"])
+        if ordering:
+            lines += ["", ordering]
         tasks = block["tasks"]
         lines += ["", "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
         for method, row in block["methods"].items():
