@@ -53,7 +53,7 @@ def rows_of(results: dict) -> list[str]:
         base = config_values(spec["config"])
         head, encoder, others = describe(spec["overrides"], base)
         if not runs:
-            lines.append(f"| {spec['config']} | {head} | {encoder} | {others} | 0 | — | — | — | — | — |")
+            lines.append(f"| {setting} | {spec['config']} | {head} | {encoder} | {others} | 0 | — | — | — | — | — |")
             continue
         successes = [r["success"] for r in runs]
         resumed = any(r["attempts"] > 1 for r in runs)
@@ -61,7 +61,7 @@ def rows_of(results: dict) -> list[str]:
         evaluate = statistics.mean(r["timings"].get("evaluate", float("nan")) for r in runs)
         mark = "*" if resumed else ""
         lines.append(
-            f"| {spec['config']} | {head} | {encoder} | {others} | {len(runs)} | "
+            f"| {setting} | {spec['config']} | {head} | {encoder} | {others} | {len(runs)} | "
             + ", ".join(f"{s:.3f}" for s in successes)
             + f" | **{statistics.mean(successes):.3f}** | {min(successes):.3f} | {train:.0f}{mark} | {evaluate:.0f}{mark} |"
         )
@@ -73,8 +73,8 @@ def main() -> int:
     parser.add_argument("results", nargs="+", help="results.json files of `rlmtl compare`")
     args = parser.parse_args()
     lines = [
-        "| setting config | head | image encoder | other overrides | runs | success per seed | mean | lowest | train s | eval s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | config | head | image encoder | other overrides | runs | success per seed | mean | lowest | train s | eval s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in args.results:
         lines += rows_of(json.loads(Path(path).read_text(encoding="utf-8")))

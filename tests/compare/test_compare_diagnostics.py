@@ -31,11 +31,11 @@ def test_a_run_without_measurements_has_no_summary(tmp_path):
 def test_auto_lambdas_ordering_line_says_whether_it_holds_and_whether_it_is_noise():
     from rlmtl.compare.report import auto_lambda_ordering
 
-    def row(iqm, low, high):
-        return {"iqm": iqm, "iqm_ci": [low, high]}
+    def row(mean, low, high):
+        return {"mean": mean, "mean_ci": [low, high]}
 
     clear = {"auto_lambda": row(0.9, 0.88, 0.92), "uncertainty": row(0.8, 0.78, 0.82), "dwa": row(0.7, 0.68, 0.72), "uniform": row(0.6, 0.58, 0.62)}
-    assert auto_lambda_ordering(clear).startswith("Auto-Lambda's ordering (Auto-λ ≥ Uncertainty ≥ DWA ≥ Equal) by IQM holds: auto_lambda 0.900")
+    assert auto_lambda_ordering(clear).startswith("Auto-Lambda's ordering (Auto-λ ≥ Uncertainty ≥ DWA ≥ Equal) by mean success holds: auto_lambda 0.900")
     assert "noise" not in auto_lambda_ordering(clear)
     noisy = {**clear, "uniform": row(0.95, 0.5, 0.99)}
     assert "does not hold" in auto_lambda_ordering(noisy) and "within the seed noise" not in auto_lambda_ordering(noisy)
