@@ -116,7 +116,7 @@ class GMMParams:
 @ACTION_HEADS.register("gmm")
 class GMMHead(ActionHead):
     """A mixture of `modes` diagonal Gaussians over the normalised action, trained by negative
-    log-likelihood: robomimic's `GMMActorNetwork` (robomimic/models/policy_nets.py:522-549, d309eae):
+    log-likelihood: robomimic's `GMMActorNetwork` (robomimic/models/policy_nets.py:494-541, d309eae):
     means squashed with tanh, std = softplus(output) + min_std, mixture weights from logits.
 
     Deviation: at evaluation robomimic samples a mode and adds noise of std 1e-4 (`low_noise_eval`);

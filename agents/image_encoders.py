@@ -7,7 +7,7 @@ under `torch.func.vmap` with gradients (GroupNorm written out, agents/encoders.p
 - `cnn_spatial`: the small CNN's conv stack (`agent.image_channels`, the last layer at stride 1)
   pooled by spatial softmax into 2-d keypoints, then a linear layer: the pooling robomimic uses for
   manipulation (its `VisualCore` = backbone + `SpatialSoftmax` + linear; robomimic
-  models/base_nets.py:1113-1125, d309eae: 32 keypoints, temperature 1, fixed).
+  models/base_nets.py:1113-1123, d309eae: 32 keypoints, temperature 1, fixed).
 - `resnet18`: ResNet-18 (He et al., CVPR 2016: BasicBlocks [2, 2, 2, 2] of 64, 128, 256 and 512
   channels) with GroupNorm instead of BatchNorm (as Diffusion Policy's `replace_bn_with_gn`), its
   last feature map pooled by spatial softmax, then a linear layer. Its module names follow
@@ -23,7 +23,7 @@ from torch import nn
 
 from rlmtl.agents.encoders import ENCODERS, NORM_GROUPS, GroupNorm
 
-SPATIAL_KEYPOINTS = 32  # robomimic's SpatialSoftmax num_kp default (base_nets.py:1125)
+SPATIAL_KEYPOINTS = 32  # robomimic's SpatialSoftmax num_kp default (base_nets.py:1123)
 RESNET_WIDTHS = (64, 128, 256, 512)
 RESNET_GROUPS = 16  # GroupNorm groups in the ResNet (64 channels / 16 = 4 per group, as Diffusion Policy's features // 16)
 
