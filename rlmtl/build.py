@@ -89,8 +89,9 @@ def evaluation_weights(payload: CheckpointPayload) -> dict[str, torch.Tensor]:
     average = payload.get("ema")
     if not average:
         return payload["model"]
-    prefix = "average."
-    replaced = {name[len(prefix) :]: value for name, value in average.items() if name.startswith(prefix)}
+    from rlmtl.training.ema import averaged_weights
+
+    replaced = averaged_weights(average)
     unknown = [name for name in replaced if name not in payload["model"]]
     if unknown:
         raise CheckpointError(f"checkpoint's moving average has weights the agent does not ({unknown[0]})")

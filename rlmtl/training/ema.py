@@ -16,6 +16,14 @@ import torch
 from torch import nn
 
 
+AVERAGE_PREFIX = "average."  # of each averaged parameter's entry in `ParameterAverage.state_dict`
+
+
+def averaged_weights(state: dict) -> dict[str, torch.Tensor]:
+    """{parameter name: averaged tensor} from a `ParameterAverage.state_dict` (e.g. a checkpoint's "ema")."""
+    return {name[len(AVERAGE_PREFIX) :]: value for name, value in state.items() if name.startswith(AVERAGE_PREFIX)}
+
+
 class ParameterAverage:
     """The moving average of `module`'s parameters with `decay` (see the module docstring)."""
 
@@ -42,12 +50,12 @@ class ParameterAverage:
         return dict(zip(self.names, self.averages))
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
-        return {"updates": self.updates, **{f"average.{name}": value for name, value in zip(self.names, self.averages)}}
+        return {"updates": self.updates, **{f"{AVERAGE_PREFIX}{name}": value for name, value in zip(self.names, self.averages)}}
 
     def load_state_dict(self, state: dict) -> None:
-        missing = [name for name in self.names if f"average.{name}" not in state]
+        missing = [name for name in self.names if f"{AVERAGE_PREFIX}{name}" not in state]
         if missing:
             raise KeyError(f"EMA state lacks {missing[0]}")
         for name, average in zip(self.names, self.averages):
-            average.copy_(state[f"average.{name}"])
+            average.copy_(state[f"{AVERAGE_PREFIX}{name}"])
         self.updates = int(state["updates"])
