@@ -70,8 +70,7 @@ class MultiTaskBC(nn.Module):
             image_channels=options.image_channels,
             share_image_encoder=bool(getattr(options, "share_image_encoder", False)),
         )
-        self.config_head = getattr(options, "head", "mse")  # the action head's registered name
-        self.action_head = make_action_head(self.config_head, dict(getattr(options, "head_params", {})), action_dim)
+        self.action_head = make_action_head(getattr(options, "head", "mse"), dict(getattr(options, "head_params", {})), action_dim)
         self.action_horizon = self.action_head.horizon
         self.ensemble_decay = float(getattr(self.action_head, "ensemble_decay", 0.0))  # of a chunk head's temporal ensemble
         self.heads = TaskHeads(num_tasks, self.encoder.out_dim, self.action_head.output_dim(action_dim), options.head_hidden_dim)

@@ -22,9 +22,9 @@ KEY = "agent.pretrained_image_encoder"
 SKIPPED_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def pretrained_weights(path: str | Path, encoder: nn.Module) -> dict[str, torch.Tensor]:
-    """The entries of `path` that `encoder` takes; ConfigError naming the key, the file and the
-    first bad entry (unknown name, wrong shape, not finite) otherwise."""
+def read_pretrained(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of tensors in `path` (read once, `weights_only`, declared sizes checked first);
+    ConfigError naming the key and the file otherwise."""
     from rlmtl.training.checkpoint import check_declared_sizes
 
     path = Path(path)
@@ -42,6 +42,12 @@ def pretrained_weights(path: str | Path, encoder: nn.Module) -> dict[str, torch.
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"'{KEY}': {path}: not a state dict of tensors")
+    return state
+
+
+def pretrained_weights(state: dict[str, torch.Tensor], path: str | Path, encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The entries of `state` (read from `path`) that `encoder` takes; ConfigError naming the key,
+    the file and the first bad entry (unknown name, wrong shape, not finite) otherwise."""
     own = encoder.state_dict()
     taken = {}
     for name, value in state.items():
@@ -59,8 +65,8 @@ def pretrained_weights(path: str | Path, encoder: nn.Module) -> dict[str, torch.
     return taken
 
 
-def load_pretrained_image_encoders(encoders: nn.ModuleDict, path: str | Path) -> None:
-    """Copy the file's weights into each camera's encoder (the rest keep their initialisation)."""
+def load_pretrained_image_encoders(encoders: nn.ModuleDict, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Copy the weights `state` (read from `path` by `read_pretrained`) into each camera's encoder
+    (the rest keep their initialisation)."""
     for encoder in encoders.values():
-        weights = pretrained_weights(path, encoder)
-        encoder.load_state_dict(weights, strict=False)
+        encoder.load_state_dict(pretrained_weights(state, path, encoder), strict=False)

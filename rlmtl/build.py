@@ -59,18 +59,21 @@ def check_head_fits_suite(config: RunConfig, suite: Suite) -> None:
         raise ConfigError(f"'agent.head_params.horizon': a chunk of {horizon} actions is longer than an episode of {config.env.suite} ({limit} steps)")
 
 
-def check_pretrained_image_encoder(config: RunConfig) -> None:
+def check_pretrained_image_encoder(config: RunConfig) -> dict[str, torch.Tensor] | None:
     """`agent.pretrained_image_encoder`, when set, must load into the configured image encoder
     (agents/pretrained.py): ConfigError naming the key, the file and the bad entry, before any data
-    is collected."""
+    is collected. Returns the file's weights as read (None when the key is not set), so the
+    trainer loads what it checked without reading the file again."""
     if not config.agent.pretrained_image_encoder:
-        return
+        return None
     from rlmtl.agents.encoders import ENCODERS
-    from rlmtl.agents.pretrained import pretrained_weights
+    from rlmtl.agents.pretrained import pretrained_weights, read_pretrained
 
     agent = config.agent
     encoder = ENCODERS.get(agent.image_encoder)(config.env.image_size, list(agent.image_channels), agent.hidden_dim)
-    pretrained_weights(agent.pretrained_image_encoder, encoder)
+    state = read_pretrained(agent.pretrained_image_encoder)
+    pretrained_weights(state, agent.pretrained_image_encoder, encoder)
+    return state
 
 
 def build_agent(meta: CheckpointMeta) -> MultiTaskAgent:

@@ -135,16 +135,23 @@ def load_training_data(config: RunConfig, tasks: list[str], suite: Suite) -> tup
 
 
 def build_parts(
-    config: RunConfig, tasks: list[str], data: MultiTaskData, meta: CheckpointMeta, ranks: Ranks, device: torch.device
+    config: RunConfig,
+    tasks: list[str],
+    data: MultiTaskData,
+    meta: CheckpointMeta,
+    ranks: Ranks,
+    device: torch.device,
+    pretrained: dict[str, torch.Tensor] | None = None,
 ) -> TrainingParts:
     """The agent (seeded with `train.seed`), fused AdamW, schedule, weighting and engine, samplers,
     the non-finite monitor, (with `diagnostics.every`) the gradient-conflict monitor and (with
-    `train.ema_decay`) the weights' moving average."""
+    `train.ema_decay`) the weights' moving average. `pretrained`: the image-encoder weights of
+    `agent.pretrained_image_encoder`, as `check_pretrained_image_encoder` read them."""
     cfg = config.train
     torch.manual_seed(cfg.seed)
     agent = build_agent(meta)
-    if config.agent.pretrained_image_encoder:  # checked when the trainer started
-        load_pretrained_image_encoders(agent.encoder.image_encoders, config.agent.pretrained_image_encoder)
+    if pretrained is not None:  # `agent.pretrained_image_encoder`, read and checked when the trainer started
+        load_pretrained_image_encoders(agent.encoder.image_encoders, pretrained, config.agent.pretrained_image_encoder)
     agent.set_statistics([t.stats for t in data.per_task])
     agent.to(device)
     # fused: its step reads `found_inf` (skips a non-finite step on the device, no host sync)

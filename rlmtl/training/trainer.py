@@ -68,7 +68,7 @@ class Trainer:
         suite = make_suite(config.env.backend, config.env.suite)
         tasks = suite.select_tasks(config.env.tasks)
         check_head_fits_suite(config, suite)
-        check_pretrained_image_encoder(config)
+        pretrained = check_pretrained_image_encoder(config)
         data, self.meta = load_training_data(config, tasks, suite)
         held_out = None
         if config.data.val_demos:
@@ -77,7 +77,7 @@ class Trainer:
             self.run_dir, self.lock = prepare_run_dir(config, resume, write=self.ranks.is_main)
         try:
             self.ckpt_dir = self.run_dir / "checkpoints"
-            self.parts = build_parts(config, tasks, data, self.meta, self.ranks, self.device)
+            self.parts = build_parts(config, tasks, data, self.meta, self.ranks, self.device, pretrained)
             self.probe: AffinityProbe | None = None
             if config.affinity.probe_every:
                 self.probe = AffinityProbe(len(tasks), config.affinity.divide_by_lr).to(self.device)

@@ -86,7 +86,8 @@ def _resnet_config(tmp_path, weights):
     )
 
 
-def test_pretrained_weights_load_by_torchvision_names_and_bad_files_are_refused_naming_the_entry(tmp_path):
+def test_pretrained_weights_load_by_torchvision_names_and_bad_files_are_refused_naming_the_entry(tmp_path, monkeypatch):
+    from rlmtl.agents import pretrained
     from rlmtl.training.trainer import Trainer
 
     encoder = ENCODERS.get("resnet18")(32, [], 16)
@@ -95,7 +96,11 @@ def test_pretrained_weights_load_by_torchvision_names_and_bad_files_are_refused_
     state["fc.weight"] = torch.zeros(1000, 512)  # and its classifier
     good = tmp_path / "good.pt"
     torch.save(state, good)
-    trainer = Trainer(_resnet_config(tmp_path, good), progress=False)
+    config = _resnet_config(tmp_path, good)
+    reads = []
+    monkeypatch.setattr(pretrained, "read_pretrained", lambda path, read=pretrained.read_pretrained: reads.append(path) or read(path))
+    trainer = Trainer(config, progress=False)
+    assert reads == [str(good)]  # checked and loaded from one read of the file
     loaded = trainer.parts.agent.encoder.image_encoders["rgb_corner"]
     assert torch.equal(loaded.conv1.weight, torch.full_like(loaded.conv1.weight, 0.25))
     trainer.release()

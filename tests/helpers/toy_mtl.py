@@ -190,6 +190,13 @@ def agent_batch(
     return {"obs": obs, "actions": torch.rand(num_tasks, 5, 3, generator=generator) * 2 - 1}
 
 
+def registered_head_name(agent: MultiTaskBC) -> str:
+    """The `agent.head` name of the agent's action head (its class in ACTION_HEADS)."""
+    from rlmtl.agents.action_heads import ACTION_HEADS
+
+    return next(name for name in ACTION_HEADS.names() if type(agent.action_head) is ACTION_HEADS.get(name))
+
+
 def train_agent(
     agent: MultiTaskBC,
     weighting: Weighting,
@@ -204,7 +211,7 @@ def train_agent(
     post-step losses likewise. Batches are seeded by the step. `check(result)` runs after every
     backward; at the end every agent parameter must have moved."""
     k, needs = agent.num_tasks, weighting.requirements
-    head, horizon = agent.config_head, agent.action_horizon
+    head, horizon = registered_head_name(agent), agent.action_horizon
     optimizer = torch.optim.AdamW(agent.parameters(), lr=1e-3, weight_decay=1e-4)
     engine = MultiTaskBackward.for_agent(agent, weighting, optimizer, primary_tasks=primary_tasks)
     start = [p.detach().clone() for p in agent.parameters()]
