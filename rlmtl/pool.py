@@ -16,8 +16,9 @@ gives every spawn-started worker its own pipe and watches each one:
 
 Results are yielded as they finish. A free worker takes the next pending job of the `group` it
 ran last (its task), so it switches tasks as rarely as the order allows (a batched worker instead
-drains the groups evenly and runs at most jobs_per_worker / groups jobs of one group at once, so
-it keeps about one env per task: see `_Pending.take_for_batch`); a worker whose job raised
+drains the groups evenly and runs at most jobs_per_worker / (groups left) jobs of one group at
+once: about one env per task while every task has jobs left, and more envs of the tasks still left
+at the end, so its batches stay full: see `_Pending.take_for_batch`); a worker whose job raised
 is asked to exit and runs the pool's `finalizer` (shutting its simulators down) before it is
 replaced.
 
@@ -298,11 +299,12 @@ class _Slot:
         self.recent: list[Hashable] = []  # the groups it ran, the latest first (it keeps their envs)
         self.since = time.monotonic()  # its start, or when it was last sent a job or sent a result
 
-    def next_job(self, pending: _Pending, per_group: int) -> Job | None:
-        """Take its next job: one at a time (`per_group` 0), of the group it ran last (its env is
-        there), else the first; batched, see `_Pending.take_for_batch`."""
-        if per_group:
-            job = pending.take_for_batch(collections.Counter(job.group for job in self.jobs.values()), set(self.recent), per_group)
+    def next_job(self, pending: _Pending, jobs_per_worker: int) -> Job | None:
+        """Take its next job: one at a time (`jobs_per_worker` 1), of the group it ran last (its env
+        is there), else the first; batched, see `_Pending.take_for_batch`."""
+        if jobs_per_worker > 1:
+            running = collections.Counter(job.group for job in self.jobs.values())
+            job = pending.take_for_batch(running, set(self.recent), jobs_per_worker)
             if job is None:
                 return None
         else:
@@ -374,11 +376,15 @@ class _Pending:
         """The next job of the first group in `prefer` that has one, else the first job."""
         return self._pop(next((group for group in prefer if group in self.groups), next(iter(self.groups))))
 
-    def take_for_batch(self, running: collections.Counter[Hashable], kept: set[Hashable], per_group: int) -> Job | None:
-        """The next job of the group with the most jobs left among those with fewer than
-        `per_group` jobs in `running` (the fewest running first; ties: one in `kept`), or None:
-        groups drain evenly, so the last jobs still belong to many groups, and a worker holds
-        at most `per_group` envs of one group."""
+    def take_for_batch(self, running: collections.Counter[Hashable], kept: set[Hashable], places: int) -> Job | None:
+        """For a worker with `places` batched places and `running` jobs per group: the next job of
+        the group with the most jobs left among those with fewer than `places / groups left` jobs
+        running (groups left: those with jobs pending or running there; the fewest running first;
+        ties: one in `kept`), or None. Groups drain evenly, so the last jobs still belong to many
+        groups, and the worker holds about one env per group; as groups run out, the cap rises and
+        the groups left fill the freed places (episodes of unequal length would otherwise leave the
+        worker's last batches a few envs of the longest tasks)."""
+        per_group = -(-places // max(1, len(self.groups.keys() | {group for group, count in running.items() if count})))
         open_groups = [group for group in self.groups if running[group] < per_group]
         if not open_groups:
             return None
@@ -446,8 +452,6 @@ class RobustPool:
         """Run every job; yields each result once, as soon as it is final."""
         pending = _Pending(jobs)
         remaining = len(pending)
-        # a batched worker runs at most this many jobs of one group at once (one env each)
-        per_group = -(-self.jobs_per_worker // len(pending.groups)) if self.jobs_per_worker > 1 and pending else 0
         if remaining == 0:
             return
         while len(self._slots) < min(self.workers, -(-remaining // self.jobs_per_worker)):
@@ -458,7 +462,7 @@ class RobustPool:
             for slot in self._slots:
                 handed: list[tuple[int, Callable[..., Any], tuple]] = []
                 while slot.ready and len(slot.jobs) < self.jobs_per_worker and pending:
-                    job = slot.next_job(pending, per_group)
+                    job = slot.next_job(pending, self.jobs_per_worker)
                     if job is None:
                         break
                     next_id += 1

@@ -10,10 +10,14 @@ process, interleaved in rounds (the median of the per-round ratios is printed):
   tasks, scene seeds and steps (each env built once, then `reset` and the raw Meta-World
   `env.step` replaying the actions the policy took, recorded beforehand and not timed); then 2
   workers against 1 (the env steps per second of each, the worker start-up included);
+- eval-parts (only when asked): where the evaluation's time goes beyond the bare loop's, each piece
+  timed over the same episodes in this process: the raw `env.step` in the batched worker's order
+  (envs of different tasks in turn), plus rlmtl's env wrapper and rollout, plus the policy (the
+  worker's loop), and the worker's start-up;
 - standalone: `scripts/bench_standalone.py` (the task-gradient methods given a list of losses,
   against uniform, on a `ModuleList` model).
 
-    python scripts/benchmark_speed.py [CONFIG] [--only train,eval,standalone] [--checkpoint RUN_OR_CKPT]
+    python scripts/benchmark_speed.py [CONFIG] [--only train,eval,eval-parts,standalone] [--checkpoint RUN_OR_CKPT]
         [--rounds 15] [--train-steps 40] [--eval-episodes 50] [--eval-rounds 2]
 
 The evaluation uses the given checkpoint, else the main job's run folder when it exists, else a
@@ -205,6 +209,150 @@ def bench_eval(checkpoint: str, episodes_per_task: int, rounds: int) -> None:
     )
 
 
+def worker_schedule(recorded: list[tuple[dict, np.ndarray]], envs_per_worker: int) -> list[tuple[int, int]]:
+    """(episode index, step) in the order one batched worker steps them: up to `envs_per_worker`
+    episodes of different tasks at once, each stepped once per policy call, a finished one
+    replaced by the next episode of a task not running (as `_Pending.take_for_batch` hands them
+    when there are more tasks than envs)."""
+    pending = list(range(len(recorded)))
+    running: list[tuple[int, int]] = []
+    order: list[tuple[int, int]] = []
+    while pending or running:
+        while len(running) < envs_per_worker:
+            busy = {recorded[index][0]["task"] for index, _ in running}
+            chosen = next((index for index in pending if recorded[index][0]["task"] not in busy), None)
+            if chosen is None:
+                break
+            pending.remove(chosen)
+            running.append((chosen, 0))
+        order += running
+        running = [(index, step + 1) for index, step in running if step + 1 < len(recorded[index][1])]
+    return order
+
+
+class EvalParts:
+    """The pieces between the bare loop and `rlmtl eval`, each timed over the same episodes in this
+    process (no worker): the raw `env.step` one episode after another (the bare loop) and in the
+    batched worker's order, rlmtl's env wrapper and rollout in that order (recorded actions, no
+    policy), and the whole batched loop with the policy."""
+
+    def __init__(self, checkpoint: str, recorded: list[tuple[dict, np.ndarray]], envs_per_worker: int) -> None:
+        from rlmtl.build import env_settings
+        from rlmtl.config import config_from_dict
+        from rlmtl.envs import make_suite
+        from rlmtl.evaluation import evaluate as evaluator
+        from rlmtl.training.checkpoint import resolve_checkpoint
+
+        self.evaluator = evaluator
+        evaluator._init_evaluator(str(resolve_checkpoint(checkpoint)), envs_per_worker, envs_per_worker)
+        config = config_from_dict(evaluator._WORKER["meta"]["config"])
+        self.tasks = evaluator._WORKER["meta"]["tasks"]
+        suite = make_suite(config.env.backend, config.env.suite)
+        self.recorded = recorded
+        self.settings = {row["task"]: env_settings(config, row["task"]) for row, _ in recorded}
+        self.envs = {task: suite.make_env(settings) for task, settings in self.settings.items()}  # built before timing
+        self.order = worker_schedule(recorded, envs_per_worker)
+        self.envs_per_worker = envs_per_worker
+
+    def bare_in_turn(self) -> float:
+        """The raw `env.step` in the batched worker's order: envs of different tasks in turn."""
+        start = time.perf_counter()
+        for index, step in self.order:
+            row, actions = self.recorded[index]
+            env = self.envs[row["task"]]
+            if step == 0:
+                env.reset(seed=row["scene_seed"])
+            env._env.step(np.clip(actions[step].astype(np.float64), -1.0, 1.0))
+        return time.perf_counter() - start
+
+    def wrapper_in_turn(self) -> float:
+        """rlmtl's env wrapper and rollout (finiteness checks, observation dicts), same order, no policy."""
+        from rlmtl.evaluation.rollout import rollout
+
+        running = {}
+        start = time.perf_counter()
+        for index, step in self.order:
+            row, actions = self.recorded[index]
+            if step == 0:
+                running[index] = rollout(self.envs[row["task"]], row["scene_seed"])
+                next(running[index])
+            try:
+                running[index].send(actions[step])
+            except StopIteration:
+                del running[index]
+        return time.perf_counter() - start
+
+    def batched_loop(self) -> float:
+        """The worker's loop in this process: `_episode_job` generators answered by one `_act_for_all` call per step."""
+        evaluator, tasks = self.evaluator, self.tasks
+        pending = [row for row, _ in self.recorded]
+        running: dict[int, tuple] = {}
+        start = time.perf_counter()
+        while pending or running:
+            while len(running) < self.envs_per_worker:
+                busy = {entry[2] for entry in running.values()}
+                row = next((row for row in pending if row["task"] not in busy), None)
+                if row is None:
+                    break
+                pending.remove(row)
+                job = evaluator._episode_job(self.settings[row["task"]], tasks.index(row["task"]), row["scene_seed"], False)
+                running[id(job)] = (job, next(job), row["task"])
+            keys = list(running)
+            answers = evaluator._act_for_all([running[key][1] for key in keys])
+            for key, answer in zip(keys, answers):
+                job, _, task = running[key]
+                try:
+                    running[key] = (job, job.send(answer), task)
+                except StopIteration:
+                    del running[key]
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.evaluator._close_evaluator()
+        for env in self.envs.values():
+            env.close()
+
+
+def worker_start_seconds(checkpoint: str) -> float:
+    """Seconds from starting a 1-worker evaluation pool to its first answer (spawn, imports, agent)."""
+    from rlmtl.evaluation import evaluate as evaluator
+    from rlmtl.pool import Job, RobustPool
+    from rlmtl.training.checkpoint import resolve_checkpoint
+
+    start = time.perf_counter()
+    with RobustPool(1, evaluator._init_evaluator, (str(resolve_checkpoint(checkpoint)), 8, 8), finalizer=evaluator._close_evaluator) as pool:
+        list(pool.run([Job("start", time.monotonic, ())]))
+        return time.perf_counter() - start
+
+
+def bench_eval_parts(checkpoint: str, episodes_per_task: int, rounds: int) -> None:
+    """Where `rlmtl eval`'s time goes beyond the bare loop's, piece by piece (see `EvalParts`)."""
+    from rlmtl.config import config_from_dict
+    from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint
+
+    _, episodes = rlmtl_eval(checkpoint, episodes_per_task, 1)
+    recorded = record_actions(checkpoint, episodes)
+    steps = sum(len(actions) for _, actions in recorded)
+    config = config_from_dict(load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["config"])
+    parts = EvalParts(checkpoint, recorded, config.eval.envs_per_worker)
+    pieces = {"bare loop": lambda: bare_env_loop(checkpoint, recorded), "bare, envs in turn": parts.bare_in_turn,
+              "+ env wrapper and rollout": parts.wrapper_in_turn, "+ policy (the worker's loop)": parts.batched_loop}
+    seconds: dict[str, list[float]] = {name: [] for name in pieces}
+    starts = []
+    for index in range(rounds):
+        for name in (list(pieces) if index % 2 == 0 else list(pieces)[::-1]):
+            seconds[name].append(pieces[name]())
+        starts.append(worker_start_seconds(checkpoint))
+    parts.close()
+    bare = statistics.median(seconds["bare loop"])
+    print(f"evaluation, piece by piece ({checkpoint}, {episodes_per_task} episodes per task, {steps:,} env steps, "
+          f"{config.eval.envs_per_worker} envs per worker, one process, median of {rounds} rounds):")
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"  {name:30s} {median:6.2f} s  {bare / median:.2f}x the bare loop")
+    print(f"  {'worker start-up':30s} {statistics.median(starts):6.2f} s  (spawn, imports, agent: once per worker per evaluation)")
+
+
 def eval_checkpoint(config_path: str, given: str | None, folder: Path) -> str:
     from rlmtl.config import load_config
     from rlmtl.training.trainer import train
@@ -223,15 +371,16 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "mt10.yaml"))
-    parser.add_argument("--only", default="train,eval,standalone", help="comma-separated parts: train, eval, standalone")
+    parser.add_argument("--only", default="train,eval,standalone", help="comma-separated parts: train, eval, eval-parts, standalone")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--rounds", type=int, default=15, help="rounds of the training comparison")
     parser.add_argument("--train-steps", type=int, default=40, help="steps of each side per round")
     parser.add_argument("--eval-episodes", type=int, default=50, help="per task")
     parser.add_argument("--eval-rounds", type=int, default=2)
+    parser.add_argument("--eval-parts-rounds", type=int, default=3, help="rounds of eval-parts (not run by default)")
     args = parser.parse_args()
     parts = set(args.only.split(","))
-    unknown = parts - {"train", "eval", "standalone"}
+    unknown = parts - {"train", "eval", "eval-parts", "standalone"}
     if unknown:
         parser.error(f"--only: unknown part(s) {sorted(unknown)}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,6 +390,8 @@ def main() -> int:
             bench_train(config, args.rounds, args.train_steps)
         if "eval" in parts:
             bench_eval(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes, args.eval_rounds)
+        if "eval-parts" in parts:
+            bench_eval_parts(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes, args.eval_parts_rounds)
     if "standalone" in parts:
         sys.path.insert(0, str(ROOT / "scripts"))
         import bench_standalone

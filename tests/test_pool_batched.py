@@ -87,3 +87,24 @@ def test_without_a_shared_progress_record_a_crash_is_charged_to_every_job_the_wo
     monkeypatch.setattr(rlmtl.pool, "_progress_record", lambda context: None)
     results = run(episodes("abc", faults={"b": "exit"}), per_worker=3)
     assert {k: (r.ok, r.attempts) for k, r in results.items()} == {"a": (True, 2), "b": (True, 2), "c": (True, 2)}
+
+
+def test_a_batched_worker_fills_the_places_of_tasks_that_ran_out_with_the_tasks_left():
+    from collections import Counter
+
+    from rlmtl.pool import _Pending
+
+    jobs = [Job(f"{group}{index}", batched_jobs.plain, (), group=group) for group in ("long", "short") for index in range(4)]
+    pending = _Pending(jobs)
+    taken = [pending.take_for_batch(Counter(), set(), 4) for _ in range(4)]  # two groups left: at most 2 of each
+    assert sorted(job.group for job in taken) == ["long", "long", "short", "short"]
+    assert pending.take_for_batch(Counter(long=2, short=2), set(), 4) is None
+    for _ in range(2):
+        assert pending.take_for_batch(Counter(long=2, short=1), set(), 4).group == "short"
+    # every "short" job has run: "long" is the only group left, so it may fill all four places
+    running = Counter(long=2)
+    for _ in range(2):
+        job = pending.take_for_batch(running, set(), 4)
+        assert job is not None and job.group == "long"
+        running[job.group] += 1
+    assert not pending
