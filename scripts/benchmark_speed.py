@@ -14,10 +14,12 @@ process, interleaved in rounds (the median of the per-round ratios is printed):
   timed over the same episodes in this process: the raw `env.step` in the batched worker's order
   (envs of different tasks in turn), plus rlmtl's env wrapper and rollout, plus the policy (the
   worker's loop), and the worker's start-up;
+- eval-calls (only when asked): the policy calls of a 1-worker evaluation with the pool's per-task
+  cap over the tasks left, and with the cap over all tasks (the rule before it);
 - standalone: `scripts/bench_standalone.py` (the task-gradient methods given a list of losses,
   against uniform, on a `ModuleList` model).
 
-    python scripts/benchmark_speed.py [CONFIG] [--only train,eval,eval-parts,standalone] [--checkpoint RUN_OR_CKPT]
+    python scripts/benchmark_speed.py [CONFIG] [--only train,eval,eval-parts,eval-calls,standalone] [--checkpoint RUN_OR_CKPT]
         [--rounds 15] [--train-steps 40] [--eval-episodes 50] [--eval-rounds 2]
 
 The evaluation uses the given checkpoint, else the main job's run folder when it exists, else a
@@ -353,6 +355,58 @@ def bench_eval_parts(checkpoint: str, episodes_per_task: int, rounds: int) -> No
     print(f"  {'worker start-up':30s} {statistics.median(starts):6.2f} s  (spawn, imports, agent: once per worker per evaluation)")
 
 
+CALLS_FILE_ENV = "RLMTL_BENCH_POLICY_CALLS"
+
+
+def counting_service(requests):
+    """The evaluator's policy service, appending each call's batch size to $RLMTL_BENCH_POLICY_CALLS
+    (runs in the rollout worker, which imports this script as its main module)."""
+    import os
+
+    from rlmtl.evaluation.evaluate import _act_for_all
+
+    with open(os.environ[CALLS_FILE_ENV], "a") as calls:
+        calls.write(f"{len(requests)}\n")
+    return _act_for_all(requests)
+
+
+def bench_eval_calls(checkpoint: str, episodes_per_task: int) -> None:
+    """Policy calls of a 1-worker evaluation: with the pool's per-task cap over the tasks left, and
+    with the cap over all tasks (the rule before it), set in this process where the pool schedules."""
+    import collections
+    import os
+
+    from rlmtl import pool
+    from rlmtl.evaluation import evaluate as evaluator
+
+    def cap_over_all_tasks(self, running, kept, places):
+        per_group = -(-places // len(tasks))
+        open_groups = [group for group in self.groups if running[group] < per_group]
+        if not open_groups:
+            return None
+        return self._pop(max(open_groups, key=lambda group: (-running[group], len(self.groups[group]), group in kept)))
+
+    real_service, real_take = evaluator._act_for_all, pool._Pending.take_for_batch
+    tasks: list = []
+    counts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rule in ("the tasks left", "all tasks"):
+            path = Path(tmp) / rule.replace(" ", "-")
+            os.environ[CALLS_FILE_ENV] = str(path)
+            evaluator._act_for_all = counting_service
+            if rule == "all tasks":
+                pool._Pending.take_for_batch = cap_over_all_tasks
+            try:
+                _, episodes = rlmtl_eval(checkpoint, episodes_per_task, 1)
+            finally:
+                evaluator._act_for_all, pool._Pending.take_for_batch = real_service, real_take
+            tasks[:] = sorted({row["task"] for row in episodes})
+            sizes = [int(line) for line in path.read_text().split()]
+            counts[rule] = (len(sizes), sum(sizes), sum(row["success"] for row in episodes), collections.Counter(sizes))
+    for rule, (calls, steps, successes, _) in counts.items():
+        print(f"policy calls, per-task cap over {rule}: {calls:,} calls for {steps:,} env steps ({steps / calls:.2f} episodes per call), {successes} successes")
+
+
 def eval_checkpoint(config_path: str, given: str | None, folder: Path) -> str:
     from rlmtl.config import load_config
     from rlmtl.training.trainer import train
@@ -371,7 +425,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "mt10.yaml"))
-    parser.add_argument("--only", default="train,eval,standalone", help="comma-separated parts: train, eval, eval-parts, standalone")
+    parser.add_argument("--only", default="train,eval,standalone", help="comma-separated parts: train, eval, eval-parts, eval-calls, standalone")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--rounds", type=int, default=15, help="rounds of the training comparison")
     parser.add_argument("--train-steps", type=int, default=40, help="steps of each side per round")
@@ -380,7 +434,7 @@ def main() -> int:
     parser.add_argument("--eval-parts-rounds", type=int, default=3, help="rounds of eval-parts (not run by default)")
     args = parser.parse_args()
     parts = set(args.only.split(","))
-    unknown = parts - {"train", "eval", "eval-parts", "standalone"}
+    unknown = parts - {"train", "eval", "eval-parts", "eval-calls", "standalone"}
     if unknown:
         parser.error(f"--only: unknown part(s) {sorted(unknown)}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -390,6 +444,8 @@ def main() -> int:
             bench_train(config, args.rounds, args.train_steps)
         if "eval" in parts:
             bench_eval(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes, args.eval_rounds)
+        if "eval-calls" in parts:
+            bench_eval_calls(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes)
         if "eval-parts" in parts:
             bench_eval_parts(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes, args.eval_parts_rounds)
     if "standalone" in parts:
