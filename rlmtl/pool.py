@@ -384,11 +384,16 @@ class _Pending:
         groups, and the worker holds about one env per group; as groups run out, the cap rises and
         the groups left fill the freed places (episodes of unequal length would otherwise leave the
         worker's last batches a few envs of the longest tasks)."""
-        per_group = -(-places // max(1, len(self.groups.keys() | {group for group, count in running.items() if count})))
+        per_group = self.group_cap(running, places)
         open_groups = [group for group in self.groups if running[group] < per_group]
         if not open_groups:
             return None
         return self._pop(max(open_groups, key=lambda group: (-running[group], len(self.groups[group]), group in kept)))
+
+    def group_cap(self, running: collections.Counter[Hashable], places: int) -> int:
+        """Jobs of one group a worker with `places` batched places may run at once: its places over
+        the groups left (with jobs pending, or running there)."""
+        return -(-places // max(1, len(self.groups.keys() | {group for group, count in running.items() if count})))
 
     def _pop(self, chosen: Hashable) -> Job:
         queue = self.groups[chosen]

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,14 +212,14 @@ def bench_eval(checkpoint: str, episodes_per_task: int, rounds: int) -> None:
     )
 
 
-def worker_schedule(recorded: list[tuple[dict, np.ndarray]], envs_per_worker: int) -> list[tuple[int, int]]:
-    """(episode index, step) in the order one batched worker steps them: up to `envs_per_worker`
-    episodes of different tasks at once, each stepped once per policy call, a finished one
+def worker_schedule(recorded: list[tuple[dict, np.ndarray]], envs_per_worker: int) -> list[list[tuple[int, int]]]:
+    """The rounds (one per policy call) of (episode index, step) in which one batched worker steps
+    the episodes: up to `envs_per_worker` episodes of different tasks at once, a finished one
     replaced by the next episode of a task not running (as `_Pending.take_for_batch` hands them
     when there are more tasks than envs)."""
     pending = list(range(len(recorded)))
     running: list[tuple[int, int]] = []
-    order: list[tuple[int, int]] = []
+    rounds: list[list[tuple[int, int]]] = []
     while pending or running:
         while len(running) < envs_per_worker:
             busy = {recorded[index][0]["task"] for index, _ in running}
@@ -227,9 +228,9 @@ def worker_schedule(recorded: list[tuple[dict, np.ndarray]], envs_per_worker: in
                 break
             pending.remove(chosen)
             running.append((chosen, 0))
-        order += running
+        rounds.append(running)
         running = [(index, step + 1) for index, step in running if step + 1 < len(recorded[index][1])]
-    return order
+    return rounds
 
 
 class EvalParts:
@@ -253,8 +254,8 @@ class EvalParts:
         self.recorded = recorded
         self.settings = {row["task"]: env_settings(config, row["task"]) for row, _ in recorded}
         self.envs = {task: suite.make_env(settings) for task, settings in self.settings.items()}  # built before timing
-        self.order = worker_schedule(recorded, envs_per_worker)
-        self.envs_per_worker = envs_per_worker
+        self.rounds = worker_schedule(recorded, envs_per_worker)
+        self.order = [entry for batch in self.rounds for entry in batch]
 
     def bare_in_turn(self) -> float:
         """The raw `env.step` in the batched worker's order: envs of different tasks in turn."""
@@ -285,28 +286,24 @@ class EvalParts:
         return time.perf_counter() - start
 
     def batched_loop(self) -> float:
-        """The worker's loop in this process: `_episode_job` generators answered by one `_act_for_all` call per step."""
-        evaluator, tasks = self.evaluator, self.tasks
-        pending = [row for row, _ in self.recorded]
-        running: dict[int, tuple] = {}
+        """The worker's loop in this process, in the same rounds: `_episode_job` generators answered
+        by one `_act_for_all` call per round."""
+        evaluator = self.evaluator
+        running: dict[int, Any] = {}
+        requests: dict[int, Any] = {}
         start = time.perf_counter()
-        while pending or running:
-            while len(running) < self.envs_per_worker:
-                busy = {entry[2] for entry in running.values()}
-                row = next((row for row in pending if row["task"] not in busy), None)
-                if row is None:
-                    break
-                pending.remove(row)
-                job = evaluator._episode_job(self.settings[row["task"]], tasks.index(row["task"]), row["scene_seed"], False)
-                running[id(job)] = (job, next(job), row["task"])
-            keys = list(running)
-            answers = evaluator._act_for_all([running[key][1] for key in keys])
-            for key, answer in zip(keys, answers):
-                job, _, task = running[key]
+        for batch in self.rounds:
+            for index, step in batch:
+                if step == 0:
+                    row = self.recorded[index][0]
+                    running[index] = evaluator._episode_job(self.settings[row["task"]], self.tasks.index(row["task"]), row["scene_seed"], False)
+                    requests[index] = next(running[index])
+            answers = evaluator._act_for_all([requests[index] for index, _ in batch])
+            for (index, _), answer in zip(batch, answers):
                 try:
-                    running[key] = (job, job.send(answer), task)
+                    requests[index] = running[index].send(answer)
                 except StopIteration:
-                    del running[key]
+                    del running[index], requests[index]
         return time.perf_counter() - start
 
     def close(self) -> None:
@@ -373,21 +370,15 @@ def counting_service(requests):
 def bench_eval_calls(checkpoint: str, episodes_per_task: int) -> None:
     """Policy calls of a 1-worker evaluation: with the pool's per-task cap over the tasks left, and
     with the cap over all tasks (the rule before it), set in this process where the pool schedules."""
-    import collections
     import os
 
     from rlmtl import pool
     from rlmtl.evaluation import evaluate as evaluator
 
-    def cap_over_all_tasks(self, running, kept, places):
-        per_group = -(-places // len(tasks))
-        open_groups = [group for group in self.groups if running[group] < per_group]
-        if not open_groups:
-            return None
-        return self._pop(max(open_groups, key=lambda group: (-running[group], len(self.groups[group]), group in kept)))
+    from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint
 
-    real_service, real_take = evaluator._act_for_all, pool._Pending.take_for_batch
-    tasks: list = []
+    tasks = load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["tasks"]
+    real_service, real_cap = evaluator._act_for_all, pool._Pending.group_cap
     counts = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rule in ("the tasks left", "all tasks"):
@@ -395,15 +386,14 @@ def bench_eval_calls(checkpoint: str, episodes_per_task: int) -> None:
             os.environ[CALLS_FILE_ENV] = str(path)
             evaluator._act_for_all = counting_service
             if rule == "all tasks":
-                pool._Pending.take_for_batch = cap_over_all_tasks
+                pool._Pending.group_cap = lambda self, running, places: -(-places // len(tasks))
             try:
                 _, episodes = rlmtl_eval(checkpoint, episodes_per_task, 1)
             finally:
-                evaluator._act_for_all, pool._Pending.take_for_batch = real_service, real_take
-            tasks[:] = sorted({row["task"] for row in episodes})
+                evaluator._act_for_all, pool._Pending.group_cap = real_service, real_cap
             sizes = [int(line) for line in path.read_text().split()]
-            counts[rule] = (len(sizes), sum(sizes), sum(row["success"] for row in episodes), collections.Counter(sizes))
-    for rule, (calls, steps, successes, _) in counts.items():
+            counts[rule] = (len(sizes), sum(sizes), sum(row["success"] for row in episodes))
+    for rule, (calls, steps, successes) in counts.items():
         print(f"policy calls, per-task cap over {rule}: {calls:,} calls for {steps:,} env steps ({steps / calls:.2f} episodes per call), {successes} successes")
 
 
