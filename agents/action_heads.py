@@ -12,7 +12,9 @@ dataset center and half-range, `normalise_actions`) and is given, per sample:
 - `center`, `scale` [*lead, A]: the task's action normalisation.
 `loss` returns element-wise terms [*lead, ...]; the agent averages them over everything but the
 task dimension, so each task's loss is one number. `actions` decodes `raw` into env actions
-[*lead, A] (or [*lead, H, A]).
+[*lead, A] (or [*lead, H, A]); `decode` is what evaluation calls (one head call, or several for a
+denoiser). A head that conditions its task head on more than the features (a denoiser's noisy
+action and step) declares `condition_dim` and draws those inputs in `training_inputs`.
 
 Heads (each documents the source of its defaults and its deviations):
 - `mse`: tanh-squashed regression, mean squared error (rlmtl's original head).
@@ -20,6 +22,7 @@ Heads (each documents the source of its defaults and its deviations):
 - `chunk`: ACT's action chunking with temporal ensembling (Zhao et al., RSS 2023).
 - `keyframe`: the next gripper pose of keyframe suites, rotation as discretised Euler angles (C2F-ARM,
   PerAct, RVT).
+- `diffusion`: Diffusion Policy's DDPM-trained denoiser, sampled with DDIM (agents/diffusion_head.py).
 """
 
 from __future__ import annotations
@@ -50,17 +53,42 @@ class ActionHead:
 
     horizon: int = 1  # actions predicted per step (a chunk head's H)
     requires_action_kind: str | None = None  # the suite's action kind it needs (None: any)
+    requires_hidden_layer: bool = False  # True: a linear task head cannot serve (agent.head_hidden_dim must be > 0)
 
     def output_dim(self, action_dim: int) -> int:
         raise NotImplementedError
 
-    def loss(self, raw: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None, center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Element-wise loss terms [*lead, ...] (see the module docstring)."""
+    def condition_dim(self, action_dim: int) -> int:
+        """Input width the task head takes besides the encoder's features (0: features only)."""
+        return 0
+
+    def training_inputs(
+        self, actions: torch.Tensor, valid: torch.Tensor | None, center: torch.Tensor, scale: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample tensors [*lead, ...] a head draws once per batch, outside `vmap` (a denoiser's
+        noise and diffusion step); given `actions` [*lead, A] or [*lead, H, A] and the normalisation
+        [*lead, A]. Passed back as `extras` to `head_input` and `loss`. None by default."""
+        return {}
+
+    def head_input(self, features: torch.Tensor, extras: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """The task head's input during training: features [*lead, F] -> [*lead, F + condition_dim]."""
+        return features
+
+    def loss(
+        self, raw: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None, center: torch.Tensor, scale: torch.Tensor, extras=None
+    ) -> torch.Tensor:
+        """Element-wise loss terms [*lead, ...] (see the module docstring); `extras`: `training_inputs`."""
         raise NotImplementedError
 
     def actions(self, raw: torch.Tensor, center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """raw [*lead, output_dim] -> env actions [*lead, A] ([*lead, H, A] for horizon > 1)."""
         raise NotImplementedError
+
+    def decode(self, run_head: Callable[[torch.Tensor | None], torch.Tensor], center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Env actions at evaluation of N rows (center, scale [N, A]); `run_head(rest)` runs each
+        row's task head on its encoder features and `rest` [N, condition_dim] (None: features
+        only). One head call by default; a denoiser calls it per sampling step."""
+        return self.actions(run_head(None), center, scale)
 
 
 class HeadParamError(ValueError):
@@ -91,7 +119,7 @@ class MSEHead(ActionHead):
     def output_dim(self, action_dim: int) -> int:
         return action_dim
 
-    def loss(self, raw, actions, valid, center, scale):
+    def loss(self, raw, actions, valid, center, scale, extras=None):
         return (torch.tanh(raw) - normalise_actions(actions, center, scale)).pow(2)
 
     def actions(self, raw, center, scale):
@@ -139,7 +167,7 @@ class GMMHead(ActionHead):
         stds = F.softplus(raw[..., m * a : 2 * m * a]).reshape(*lead, m, a) + self.min_std
         return means, stds, raw[..., 2 * m * a :]
 
-    def loss(self, raw, actions, valid, center, scale):
+    def loss(self, raw, actions, valid, center, scale, extras=None):
         means, stds, logits = self._split(raw)
         target = normalise_actions(actions, center, scale).unsqueeze(-2)  # [*lead, 1, A]
         z = (target - means) / stds
@@ -190,7 +218,7 @@ class ChunkHead(ActionHead):
     def _chunk(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.tanh(raw).reshape(*raw.shape[:-1], self.horizon, self.action_dim)
 
-    def loss(self, raw, actions, valid, center, scale):
+    def loss(self, raw, actions, valid, center, scale, extras=None):
         target = normalise_actions(actions, center.unsqueeze(-2), scale.unsqueeze(-2))
         return (self._chunk(raw) - target).abs() * valid.unsqueeze(-1).to(raw.dtype)
 
@@ -237,7 +265,7 @@ class KeyframeHead(ActionHead):
     def output_dim(self, action_dim: int) -> int:
         return 3 + 3 * self.bins + 2
 
-    def loss(self, raw, actions, valid, center, scale):
+    def loss(self, raw, actions, valid, center, scale, extras=None):
         translation = (torch.tanh(raw[..., :3]) - normalise_actions(actions[..., :3], center[..., :3], scale[..., :3])).pow(2).mean(-1)
         rotation_logits = raw[..., 3 : 3 + 3 * self.bins].reshape(*raw.shape[:-1], 3, self.bins)
         rotation = _cross_entropy(rotation_logits, quaternion_to_bins(actions[..., 3:7], self.resolution)).sum(-1)

@@ -3,7 +3,7 @@
 Vector observations are z-scored with each task's dataset mean/std; actions are scaled to [-1, 1]
 with each task's dataset min/max (a dimension that never varies keeps scale 1). What each task head
 predicts, its loss and how its output becomes an env action is the action head's job
-(`agent.head`, agents/action_heads.py: mse, gmm, chunk, keyframe); every task's loss is the mean
+(`agent.head`, agents/action_heads.py: mse, gmm, chunk, keyframe, diffusion); every task's loss is the mean
 of the head's loss terms over that task's samples.
 
 The K losses of a batch (`task_losses`) take the direct path: the encoder once over every sample,
@@ -73,7 +73,8 @@ class MultiTaskBC(nn.Module):
         self.action_head = make_action_head(getattr(options, "head", "mse"), dict(getattr(options, "head_params", {})), action_dim)
         self.action_horizon = self.action_head.horizon
         self.ensemble_decay = float(getattr(self.action_head, "ensemble_decay", 0.0))  # of a chunk head's temporal ensemble
-        self.heads = TaskHeads(num_tasks, self.encoder.out_dim, self.action_head.output_dim(action_dim), options.head_hidden_dim)
+        head_inputs = self.encoder.out_dim + self.action_head.condition_dim(action_dim)  # a denoiser also sees its noisy action
+        self.heads = TaskHeads(num_tasks, head_inputs, self.action_head.output_dim(action_dim), options.head_hidden_dim)
         self.register_buffer("obs_mean", torch.zeros(num_tasks, vector_dim))
         self.register_buffer("obs_std", torch.ones(num_tasks, vector_dim))
         self.register_buffer("action_center", torch.zeros(num_tasks, action_dim))
@@ -121,17 +122,24 @@ class MultiTaskBC(nn.Module):
     def _head_loss_terms(self, raw: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
         """The action head's element-wise loss terms of head outputs `raw` [*lead, O]."""
         task = inputs["task"]
-        return self.action_head.loss(raw, inputs["actions"], inputs.get("action_valid"), task["action_center"], task["action_scale"])
+        valid, extras = inputs.get("action_valid"), inputs.get("head_extras")
+        return self.action_head.loss(raw, inputs["actions"], valid, task["action_center"], task["action_scale"], extras)
+
+    def _head_input(self, features: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """The task heads' training input: the features, plus what the action head conditions on."""
+        return self.action_head.head_input(features, inputs.get("head_extras"))
 
     def task_loss(self, params: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
         """The loss of ONE task: `params` = {"encoder": {...}, "heads": ([W_l], [b_l]) for this
         task}, `inputs` = this task's row of `task_inputs(batch)`. A scalar."""
         features = self._features(params["encoder"], inputs["obs"], inputs["task"])
-        return self._head_loss_terms(apply_head(params["heads"][0], params["heads"][1], features), inputs).mean()
+        raw = apply_head(params["heads"][0], params["heads"][1], self._head_input(features, inputs))
+        return self._head_loss_terms(raw, inputs).mean()
 
     def task_inputs(self, batch: Batch) -> dict[str, Any]:
         """A [K, B, ...] batch as per-task inputs (images augmented when training); a chunk head's
-        batch also has "action_valid" [K, B, H] (which of the H targets lie inside the demo)."""
+        batch also has "action_valid" [K, B, H] (which of the H targets lie inside the demo), and a
+        head that draws inputs per batch (the diffusion head's noise) has them in "head_extras"."""
         observations = {}
         for key in self.obs_keys:
             value = batch["obs"][key]
@@ -150,6 +158,9 @@ class MultiTaskBC(nn.Module):
         inputs = {"obs": observations, "actions": batch["actions"], "task": task}
         if "action_valid" in batch:
             inputs["action_valid"] = batch["action_valid"]
+        extras = self.action_head.training_inputs(batch["actions"], batch.get("action_valid"), task["action_center"], task["action_scale"])
+        if extras:
+            inputs["head_extras"] = extras
         return inputs
 
     def parameter_tree(self, detach: bool = False) -> dict[str, Any]:
@@ -173,7 +184,7 @@ class MultiTaskBC(nn.Module):
         if params is not None:
             return vmap(self.task_loss, in_dims=(self._TREE_DIMS, 0))(params, inputs)
         features = self._features(None, inputs["obs"], inputs["task"])
-        terms = self._head_loss_terms(self.heads.forward_all(features), inputs)
+        terms = self._head_loss_terms(self.heads.forward_all(self._head_input(features, inputs)), inputs)
         return terms.mean(dim=tuple(range(1, terms.dim())))
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -221,8 +232,7 @@ class MultiTaskBC(nn.Module):
             "onehot": self.task_onehot[task_ids],
         }
         features = self._features(None, observations, task)
-        raw = self.heads.forward_select(features, task_ids)
-        return self.action_head.actions(raw, self.action_center[task_ids], self.action_scale[task_ids])
+        return self.action_head.decode(self.heads.selected(task_ids, features), self.action_center[task_ids], self.action_scale[task_ids])
 
     @torch.no_grad()
     def act(self, observation: dict[str, np.ndarray], task: int) -> np.ndarray:

@@ -9,6 +9,7 @@ agent maps over tasks with `torch.func.vmap` where it needs per-task gradients.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -44,9 +45,27 @@ class TaskHeads(nn.Module):
     def forward_select(self, features: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         """features [N, F], task_ids [N] -> [N, A], each sample through its own task's head (one
         batched matmul per layer with every sample's head gathered)."""
-        weights = [weight[task_ids] for weight in self.weights]
-        biases = [bias[task_ids] for bias in self.biases]
-        return _apply_stacked(weights, biases, features.unsqueeze(1)).squeeze(1)
+        return self.selected(task_ids, features)(None)
+
+    def selected(self, task_ids: torch.Tensor, features: torch.Tensor) -> Callable[[torch.Tensor | None], torch.Tensor]:
+        """The heads of tasks `task_ids` [N] on features [N, F], gathered and multiplied once: a
+        function of the head's remaining input columns ([N, C], a denoiser's noisy action and step;
+        None for heads that take the features only) -> [N, A]. A head called several times per
+        action pays the features' part of its first layer once."""
+        # index_select copies whole [in, out] slices; advanced indexing (weight[task_ids]) gathers
+        # element by element, several times slower for a hidden layer's weights on a CPU
+        weights = [weight.index_select(0, task_ids) for weight in self.weights]
+        biases = [bias.index_select(0, task_ids) for bias in self.biases]
+        width = features.shape[-1]
+        first = torch.baddbmm(biases[0], features.unsqueeze(1), weights[0][:, :width])  # [N, 1, out]
+
+        def run(rest: torch.Tensor | None) -> torch.Tensor:
+            x = first if rest is None else torch.baddbmm(first, rest.unsqueeze(1), weights[0][:, width:])
+            if len(weights) > 1:
+                x = _apply_stacked(weights[1:], biases[1:], torch.relu(x))
+            return x.squeeze(1)
+
+        return run
 
 
 def _apply_stacked(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -94,7 +94,7 @@ class AgentConfig:
     image_channels: list[int] = _field([32, 64, 64], "channels of the CNN's conv layers")
     head_hidden_dim: int = _field(0, "hidden width of each task head; 0 = a linear head")
     head: str = _field("mse", "what each task head predicts and its loss: mse, gmm, chunk or keyframe (see `rlmtl list`)")
-    head_params: dict[str, Any] = _field({}, "the action head's parameters (gmm: modes, min_std; chunk: horizon, ensemble_decay; keyframe: rotation_resolution)")
+    head_params: dict[str, Any] = _field({}, "the action head's parameters (gmm: modes, min_std; chunk: horizon, ensemble_decay; keyframe: rotation_resolution; diffusion: train_steps, inference_steps, horizon, ensemble_decay, time_embedding_dim)")
     task_conditioning: bool = _field(True, "also feed a one-hot task id to the shared encoder")
     image_augment: bool = _field(True, "augment camera images during training (agent.augmentations)")
     augmentations: list[str] = _field(["shift"], "camera-image augmentations applied in order when image_augment is on: shift, crop, color")
@@ -378,7 +378,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
     check_weighting_name(config.weighting.name, source)
     check_agent_name(config.agent.name, source)
     check_agent_parts(config.agent, source)
-    config.agent.head_params = action_head_params(config.agent.head, config.agent.head_params, source)
+    config.agent.head_params = action_head_params(config.agent.head, config.agent.head_params, source, config.agent.head_hidden_dim)
     config.weighting.params = weighting_params(config.weighting.name, config.weighting.params, source, "weighting.params")
 
 

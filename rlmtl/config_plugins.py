@@ -113,9 +113,10 @@ def check_agent_parts(agent: Any, source: str) -> None:
             raise ConfigError(f"{source}: 'agent.augmentations': unknown augmentation {name!r} (registered: {', '.join(AUGMENTATIONS.names())})")
 
 
-def action_head_params(name: str, params: Any, source: str) -> dict[str, Any]:
-    """`agent.head` must be a registered action head and `agent.head_params` fit its parameter
-    class (agents/action_heads.py); returns the params with every default filled in."""
+def action_head_params(name: str, params: Any, source: str, head_hidden_dim: int) -> dict[str, Any]:
+    """`agent.head` must be a registered action head, `agent.head_params` fit its parameter class
+    (agents/action_heads.py) and `agent.head_hidden_dim` be > 0 for a head that needs a hidden layer
+    (the diffusion head's denoiser); returns the params with every default filled in."""
     import dataclasses
 
     from rlmtl.agents.action_heads import ACTION_HEADS, HeadParamError, head_params_class
@@ -125,6 +126,8 @@ def action_head_params(name: str, params: Any, source: str) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ConfigError(f"{source}: 'agent.head_params' must be a mapping, got {params!r}")
     cls = head_params_class(name)
+    if getattr(ACTION_HEADS.get(name), "requires_hidden_layer", False) and not head_hidden_dim:
+        raise ConfigError(f"{source}: 'agent.head_hidden_dim': the {name} head needs task heads with a hidden layer (> 0, e.g. 256), got {head_hidden_dim!r}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in params.items():
         if key not in known:

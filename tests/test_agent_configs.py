@@ -13,7 +13,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "agents").gl
 
 def test_there_is_a_variant_per_head_family():
     heads = {load_config(path).agent.head for path in CONFIGS}
-    assert {"gmm", "chunk", "keyframe"} <= heads
+    assert {"gmm", "chunk", "keyframe", "diffusion"} <= heads
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

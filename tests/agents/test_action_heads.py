@@ -90,7 +90,7 @@ def test_temporal_ensemble_equals_acts_formula():
         np.testing.assert_allclose(ensemble(chunks[t]), (weights / weights.sum()) @ column)
 
 
-HEADS = {"mse": {}, "gmm": {}, "chunk": {"horizon": 3}, "keyframe": {}}
+HEADS = {"mse": {}, "gmm": {}, "chunk": {"horizon": 3}, "keyframe": {}, "diffusion": {"horizon": 2, "train_steps": 20, "inference_steps": 4}}
 
 
 def test_every_registered_head_is_covered():
@@ -118,9 +118,14 @@ def test_the_batched_and_per_task_losses_agree(head):
     methods) give the same K losses for every head."""
     agent = small_agent(3, head=head, head_params=HEADS[head]).eval()
     batch = agent_batch(3, generator=torch.Generator().manual_seed(1), head=head, horizon=agent.action_horizon)
-    torch.testing.assert_close(agent.task_losses(batch), agent(batch), rtol=1e-5, atol=1e-6)
-    losses, grads = agent.per_task_gradients(batch)
-    torch.testing.assert_close(losses, agent.task_losses(batch), rtol=1e-5, atol=1e-6)
+
+    def seeded(losses_of):  # the diffusion head draws its noise per call, from torch's RNG
+        torch.manual_seed(7)
+        return losses_of(batch)
+
+    torch.testing.assert_close(seeded(agent.task_losses), seeded(agent), rtol=1e-5, atol=1e-6)
+    losses = seeded(lambda b: agent.per_task_gradients(b)[0])
+    torch.testing.assert_close(losses, seeded(agent.task_losses), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
@@ -128,21 +133,23 @@ def test_act_batch_gives_env_actions_of_the_heads_shape(head):
     agent = small_agent(3, head=head, head_params=HEADS[head]).eval()
     observations = {"state": torch.randn(4, 6)}
     actions = agent.act_batch(observations, torch.tensor([0, 1, 2, 0]))
-    dim = 8 if head == "keyframe" else 3
-    assert actions.shape == ((4, 3, dim) if head == "chunk" else (4, dim))
+    dim, horizon = (8 if head == "keyframe" else 3), agent.action_horizon
+    assert actions.shape == ((4, horizon, dim) if horizon > 1 else (4, dim))
     if head == "keyframe":
         quaternion = actions[:, 3:7]
         torch.testing.assert_close(quaternion.norm(dim=-1), torch.ones(4))
         assert (quaternion[:, 3] >= 0).all() and set(actions[:, 7].tolist()) <= {0.0, 1.0}
 
 
-def test_a_chunk_agent_trains_and_is_evaluated_with_the_temporal_ensemble(tmp_path):
+@pytest.mark.parametrize("head", ["chunk", "diffusion"])
+def test_a_chunk_agent_trains_and_is_evaluated_with_the_temporal_ensemble(tmp_path, head):
     from rlmtl.evaluation.evaluate import evaluate_checkpoint
     from rlmtl.evaluation.settings import EvalSettings
     from rlmtl.training.trainer import Trainer
 
     write_tiny_dataset(tmp_path / "data.h5")
-    config = load_config(write_config(tmp_path, "chunk", "uniform", steps=4), ["agent.head=chunk", "agent.head_params={horizon: 4}"])
+    overrides = [f"agent.head={head}", "agent.head_params={horizon: 4}", "agent.head_hidden_dim=16"]
+    config = load_config(write_config(tmp_path, head, "uniform", steps=4), overrides)
     trainer = Trainer(config, progress=False)
     batch = trainer.parts.sampler.sample()
     assert batch["actions"].shape[2] == 4 and batch["action_valid"].shape == batch["actions"].shape[:3]
@@ -180,6 +187,9 @@ def test_the_keyframe_head_fits_rlbenchs_keyframe_mode_only():
         (["agent.head=chunk", "agent.head_params={ensemble_decay: -1}"], r"'agent\.head_params\.ensemble_decay'"),
         (["agent.head=keyframe", "agent.head_params={rotation_resolution: 7}"], r"'agent\.head_params\.rotation_resolution'"),
         (["agent.head=mse", "agent.head_params={horizon: 3}"], r"'agent\.head_params\.horizon': head 'mse' has no parameter"),
+        (["agent.head=diffusion"], r"'agent\.head_hidden_dim': the diffusion head needs task heads with a hidden layer"),
+        (["agent.head=diffusion", "agent.head_hidden_dim=8", "agent.head_params={inference_steps: 200}"], r"'agent\.head_params\.inference_steps'"),
+        (["agent.head=diffusion", "agent.head_hidden_dim=8", "agent.head_params={time_embedding_dim: 7}"], r"'agent\.head_params\.time_embedding_dim'"),
     ],
 )
 def test_bad_head_settings_are_one_line_errors_naming_the_key(tmp_path, overrides, message):

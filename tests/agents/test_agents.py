@@ -23,6 +23,12 @@ def test_batched_heads_equal_a_loop_over_tasks(hidden):
         torch.testing.assert_close(batched[k], x)
     ids = torch.arange(5).repeat_interleave(7)
     torch.testing.assert_close(heads.forward_select(features.reshape(35, 8), ids).reshape(5, 7, 3), batched)
+    # the features' columns fixed, the rest given per call (a denoiser's noisy action and step)
+    flat = features.reshape(35, 8)
+    run = heads.selected(ids, flat[:, :5])
+    for rest in (flat[:, 5:], -flat[:, 5:]):
+        full = torch.cat([flat[:, :5], rest], dim=1).reshape(5, 7, 8)
+        torch.testing.assert_close(run(rest).reshape(5, 7, 3), heads.forward_all(full))
 
 
 def test_encoder_registry():
