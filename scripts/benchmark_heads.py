@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """What each action head costs against the default `mse` head, side by side in one process,
-interleaved in rounds (the median of the per-round ratios is printed):
+interleaved in rounds, each round in a rotated order (the median of the per-round ratios is printed):
 
 - a policy call: `act_batch` on a padded evaluation batch (8 rows of mixed tasks, as the batched
   evaluation worker asks for them), under inference mode;
@@ -96,10 +96,13 @@ def main() -> int:
         training_step(agent, optimizers[head], batches[head], 2)
     calls: dict[str, list[float]] = {head: [] for head in agents}
     steps: dict[str, list[float]] = {head: [] for head in agents}
-    for _ in range(args.rounds):
-        for head, agent in agents.items():
-            calls[head].append(policy_call(agent, args.calls))
-            steps[head].append(training_step(agent, optimizers[head], batches[head], args.steps))
+    names = list(agents)
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]  # each head in each position in turn
+        for head in order:
+            calls[head].append(policy_call(agents[head], args.calls))
+        for head in order:
+            steps[head].append(training_step(agents[head], optimizers[head], batches[head], args.steps))
     print(f"action heads on the main job's agent, 1 thread, {args.rounds} rounds (medians; ratio = median of per-round ratios to mse)")
     print(f"{'head':<10} {'policy call (8 rows)':>22} {'x mse':>7} {'training step':>15} {'x mse':>7}")
     for head in agents:
