@@ -1,7 +1,7 @@
 """One head per task, all evaluated in one batched operation (no Python loop over tasks).
 
 The K heads are stacked weights (`weights[l]`: [K, in, out], `biases[l]`: [K, 1, out]).
-`forward_all` runs head k on task k's rows (one batched matmul per layer), `forward_select` each
+`forward_all` runs head k on task k's rows (one batched matmul per layer), `selected` each
 sample's own head for rollouts, and `apply_head` ONE head from its slices, a pure function the
 agent maps over tasks with `torch.func.vmap` where it needs per-task gradients.
 """
@@ -41,11 +41,6 @@ class TaskHeads(nn.Module):
     def forward_all(self, features: torch.Tensor) -> torch.Tensor:
         """features [K, B, F] -> [K, B, A], head k on row k: one batched matmul per layer."""
         return _apply_stacked(list(self.weights), list(self.biases), features)
-
-    def forward_select(self, features: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        """features [N, F], task_ids [N] -> [N, A], each sample through its own task's head (one
-        batched matmul per layer with every sample's head gathered)."""
-        return self.selected(task_ids, features)(None)
 
     def selected(self, task_ids: torch.Tensor, features: torch.Tensor) -> Callable[[torch.Tensor | None], torch.Tensor]:
         """The heads of tasks `task_ids` [N] on features [N, F], gathered and multiplied once: a

@@ -2,8 +2,8 @@
 """What each action head costs against the default `mse` head, side by side in one process,
 interleaved in rounds, each round in a rotated order (the median of the per-round ratios is printed):
 
-- a policy call: `act_batch` on a padded evaluation batch (8 rows of mixed tasks, as the batched
-  evaluation worker asks for them), under inference mode;
+- a policy call: `act_batch` on a padded evaluation batch (`envs_per_worker` rows of mixed tasks,
+  8 by default, as the batched evaluation worker asks for them), under inference mode;
 - a training step: `task_losses` of a [K, B] batch, its backward and an AdamW step.
 
 The agents are the main job's (configs/mt10.yaml: MT10's 39-d state and 4-d actions, the MLP
@@ -25,8 +25,11 @@ from pathlib import Path
 
 import torch
 
+from rlmtl.evaluation.settings import EvalSettings
+
 ROOT = Path(__file__).resolve().parents[1]
-STATE_DIM, ACTION_DIM, NUM_TASKS, EVAL_ROWS = 39, 4, 10, 8
+STATE_DIM, ACTION_DIM, NUM_TASKS = 39, 4, 10
+EVAL_ROWS = EvalSettings(episodes_per_task=1).envs_per_worker  # the batched worker's padded policy batch (default)
 VARIANTS = {  # head -> the agent overrides of its configs/agents/ variant (mse: the main job)
     "mse": [],
     "mse_hidden": ["agent.head_hidden_dim=256"],  # what a hidden layer in the task heads costs by itself
@@ -104,7 +107,7 @@ def main() -> int:
         for head in order:
             steps[head].append(training_step(agents[head], optimizers[head], batches[head], args.steps))
     print(f"action heads on the main job's agent, 1 thread, {args.rounds} rounds (medians; ratio = median of per-round ratios to mse)")
-    print(f"{'head':<10} {'policy call (8 rows)':>22} {'x mse':>7} {'training step':>15} {'x mse':>7}")
+    print(f"{'head':<10} {f'policy call ({EVAL_ROWS} rows)':>22} {'x mse':>7} {'training step':>15} {'x mse':>7}")
     for head in agents:
         call_ratio = statistics.median(c / m for c, m in zip(calls[head], calls["mse"]))
         step_ratio = statistics.median(s / m for s, m in zip(steps[head], steps["mse"]))

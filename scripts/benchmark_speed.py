@@ -374,7 +374,6 @@ def bench_eval_calls(checkpoint: str, episodes_per_task: int) -> None:
 
     from rlmtl import pool
     from rlmtl.evaluation import evaluate as evaluator
-
     from rlmtl.training.checkpoint import load_checkpoint, resolve_checkpoint
 
     tasks = load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["tasks"]
@@ -432,12 +431,14 @@ def main() -> int:
         config = load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench-speed"])
         if "train" in parts:
             bench_train(config, args.rounds, args.train_steps)
+        if parts & {"eval", "eval-calls", "eval-parts"}:  # one checkpoint (trained here at most once) for every eval part
+            checkpoint = eval_checkpoint(args.config, args.checkpoint, folder)
         if "eval" in parts:
-            bench_eval(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes, args.eval_rounds)
+            bench_eval(checkpoint, args.eval_episodes, args.eval_rounds)
         if "eval-calls" in parts:
-            bench_eval_calls(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes)
+            bench_eval_calls(checkpoint, args.eval_episodes)
         if "eval-parts" in parts:
-            bench_eval_parts(eval_checkpoint(args.config, args.checkpoint, folder), args.eval_episodes, args.eval_parts_rounds)
+            bench_eval_parts(checkpoint, args.eval_episodes, args.eval_parts_rounds)
     if "standalone" in parts:
         sys.path.insert(0, str(ROOT / "scripts"))
         import bench_standalone

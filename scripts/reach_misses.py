@@ -6,8 +6,9 @@ approach, as Meta-World measures success and as the policy sees the hand.
 Meta-World's reach-v3 succeeds when `tcp_center` (between the finger pads) is within 0.05 of the
 goal (metaworld/envs/sawyer_reach_v3.py, `evaluate_state`), but the observation's hand position
 (state[0:3]) is the hand body, about 0.045 above the tcp; its scripted expert drives that hand
-position onto the goal. Replayed actions come from the same padded 8-row policy call the
-evaluator makes, so each replay repeats the logged episode (the script checks the outcome).
+position onto the goal. Replayed actions come from the same padded policy call the evaluator
+makes (EvalSettings' `envs_per_worker` rows), so each replay repeats the logged episode (the
+script checks the outcome).
 
     python scripts/reach_misses.py runs/mt10-uniform-seed0 [--checkpoint PATH] [--task reach-v3]
 """
@@ -22,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROWS = 8  # the evaluator's padded policy batch (EvalSettings' default batch rows)
 
 
-def closest_approach(env, agent, task_index: int, seed: int) -> tuple[bool, np.ndarray, np.ndarray]:
-    """(success, tcp - goal, hand - goal) at the step where the tcp came nearest the goal."""
+def closest_approach(env, agent, task_index: int, seed: int, rows: int) -> tuple[bool, np.ndarray, np.ndarray]:
+    """(success, tcp - goal, hand - goal) at the step where the tcp came nearest the goal; the policy
+    asked with `rows` copies of the observation, as the evaluator pads its batches."""
     raw = env._env  # Meta-World's env: tcp_center and _target_pos are what success is measured on
     observation, _ = env.reset(seed=seed)
     best, success = (np.inf, None, None), False
     for _ in range(env.max_episode_steps):
-        state = torch.as_tensor(np.stack([observation["state"]] * ROWS))
-        action = agent.act_batch({"state": state}, torch.full((ROWS,), task_index))[0].numpy()
+        state = torch.as_tensor(np.stack([observation["state"]] * rows))
+        action = agent.act_batch({"state": state}, torch.full((rows,), task_index))[0].numpy()
         observation, _, terminated, truncated, info = env.step(action)
         success = success or bool(info["success"])
         tcp_offset = raw.tcp_center - raw._target_pos
@@ -48,6 +49,7 @@ def main() -> int:
     from rlmtl.build import agent_from_checkpoint
     from rlmtl.envs.base import EnvSettings
     from rlmtl.envs.metaworld_backend import MetaWorldTaskEnv
+    from rlmtl.evaluation.settings import EvalSettings
     from rlmtl.training.checkpoint import load_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,7 +70,7 @@ def main() -> int:
     print("|---|---|---|---|---|")
     distances, hand_offsets, hand_above_tcp = [], [], []
     for record in failed:
-        success, tcp, hand = closest_approach(env, agent, task_index, record["scene_seed"])
+        success, tcp, hand = closest_approach(env, agent, task_index, record["scene_seed"], EvalSettings(episodes_per_task=1).envs_per_worker)
         distances.append(np.linalg.norm(tcp))
         hand_offsets.append(np.linalg.norm(hand))
         hand_above_tcp.append(hand - tcp)

@@ -22,9 +22,9 @@ def test_batched_heads_equal_a_loop_over_tasks(hidden):
                 x = torch.relu(x)
         torch.testing.assert_close(batched[k], x)
     ids = torch.arange(5).repeat_interleave(7)
-    torch.testing.assert_close(heads.forward_select(features.reshape(35, 8), ids).reshape(5, 7, 3), batched)
-    # the features' columns fixed, the rest given per call (a denoiser's noisy action and step)
     flat = features.reshape(35, 8)
+    torch.testing.assert_close(heads.selected(ids, flat)(None).reshape(5, 7, 3), batched)
+    # the features' columns fixed, the rest given per call (a denoiser's noisy action and step)
     run = heads.selected(ids, flat[:, :5])
     for rest in (flat[:, 5:], -flat[:, 5:]):
         full = torch.cat([flat[:, :5], rest], dim=1).reshape(5, 7, 8)

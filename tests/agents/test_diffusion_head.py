@@ -21,6 +21,12 @@ def numpy_alpha_bars(steps: int) -> np.ndarray:
     return np.cumprod([1 - b for b in betas])
 
 
+def step_embeddings(steps: np.ndarray) -> torch.Tensor:
+    """[N] diffusion steps -> [N, 32] (float64): sin and cos at 16 frequencies 10000^(-i/15)."""
+    angles = steps[:, None] * np.exp(-math.log(10000.0) * np.arange(16) / 15)
+    return torch.as_tensor(np.concatenate([np.sin(angles), np.cos(angles)], axis=1))
+
+
 def test_the_noise_schedule_is_the_capped_cosine_schedule():
     head = make_action_head("diffusion", {}, 3)
     np.testing.assert_allclose(head.alpha_bars(torch.device("cpu")).numpy(), numpy_alpha_bars(100), rtol=1e-6)
@@ -39,8 +45,7 @@ def test_training_noises_the_normalised_action_and_regresses_the_noise():
     alpha_bar = torch.as_tensor(numpy_alpha_bars(50)[steps.numpy()], dtype=torch.float32)[:, None]
     x0 = ((actions - center) / scale).clamp(-1, 1)
     torch.testing.assert_close(extras["noisy"], alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise)
-    frequencies = torch.exp(-math.log(10000.0) * torch.arange(16) / 15)
-    torch.testing.assert_close(extras["step"], torch.cat([torch.sin(steps[:, None] * frequencies), torch.cos(steps[:, None] * frequencies)], -1))
+    torch.testing.assert_close(extras["step"], step_embeddings(steps.numpy()).float())
     raw = torch.randn(3, 2)
     torch.testing.assert_close(head.loss(raw, actions, None, center, scale, extras), (raw - noise) ** 2)
 
@@ -60,19 +65,13 @@ def test_sampling_is_ddims_deterministic_update_from_zero():
     alpha_bars = numpy_alpha_bars(100)
     x = np.zeros((4, 6))
     for t in (80, 60, 40, 20, 0):
-        step = head_step_embedding(t, 4)
+        step = step_embeddings(np.full(4, t))
         eps = denoiser(torch.cat([features, torch.as_tensor(x), step], -1)).numpy()
         previous = alpha_bars[t - 20] if t >= 20 else 1.0
         x0 = np.clip((x - math.sqrt(1 - alpha_bars[t]) * eps) / math.sqrt(alpha_bars[t]), -1, 1)
         x = math.sqrt(previous) * x0 + math.sqrt(1 - previous) * eps
     assert sampled.shape == (4, 2, 3)
     np.testing.assert_allclose(sampled.numpy(), x.reshape(4, 2, 3) * 2.0 + 0.5, atol=1e-5)
-
-
-def head_step_embedding(t: int, rows: int) -> torch.Tensor:
-    frequencies = np.exp(-math.log(10000.0) * np.arange(16) / 15)
-    row = np.concatenate([np.sin(t * frequencies), np.cos(t * frequencies)])
-    return torch.as_tensor(np.tile(row, (rows, 1)))
 
 
 def test_a_small_diffusion_agent_learns_each_tasks_action():
