@@ -65,6 +65,9 @@ class DataConfig:
     path: str = _field("", "dataset file; empty = a cache file under cache_dir named by the settings")
     cache_dir: str = _field("data", "folder for collected datasets")
     demos_per_task: int = _field(50, "successful expert demos to keep per task")
+    steps_after_success: int = _field(
+        0, "expert steps recorded after a demo's first success, so the policy sees the solved state held (0 = stop at the first success)"
+    )
     train_demos: dict[str, int] = _field(
         {}, "imbalanced data: {task: N} trains on only the first N demos of those tasks (the others use all)"
     )
@@ -329,6 +332,7 @@ def validate(config: RunConfig, source: str = "config") -> None:
         "env.max_episode_steps": config.env.max_episode_steps,
         "data.workers": config.data.workers,
         "data.val_demos": config.data.val_demos,
+        "data.steps_after_success": config.data.steps_after_success,
         "train.warmup_steps": config.train.warmup_steps,
         "train.eval_every": config.train.eval_every,
         "train.grad_clip": config.train.grad_clip,
@@ -389,6 +393,7 @@ def _upper_bounds(config: RunConfig) -> dict[str, tuple[int, int]]:
         "env.image_size": (config.env.image_size, 1024),
         "env.max_episode_steps": (config.env.max_episode_steps, 100_000),
         "data.demos_per_task": (config.data.demos_per_task, 100_000),
+        "data.steps_after_success": (config.data.steps_after_success, 100_000),
         "data.workers": (config.data.workers, 1024),
         "agent.hidden_dim": (config.agent.hidden_dim, 16_384),
         "agent.num_layers": (config.agent.num_layers, 64),
@@ -417,6 +422,8 @@ def dataset_fingerprint(config: RunConfig) -> str:
         "demos_per_task": config.data.demos_per_task,
         "seed": config.data.seed,
     }
+    if config.data.steps_after_success:  # only when set, so datasets cached before the key keep their names
+        relevant["steps_after_success"] = config.data.steps_after_success
     # the backend's options as flat keys (none for a backend without options, so its cached
     # datasets keep the names they had before backends had options)
     options = config.env.options

@@ -156,7 +156,8 @@ def record_actions(checkpoint: str, episodes: list[dict]) -> list[tuple[dict, np
 
 def bare_env_loop(checkpoint: str, recorded: list[tuple[dict, np.ndarray]]) -> float:
     """Seconds to build each task's env once and replay every episode's actions with the raw
-    Meta-World `env.step` (after rlmtl's seeded `reset`): the simulator's work alone."""
+    Meta-World `env.step` (after rlmtl's seeded `reset`): the simulator's work alone, each task's model
+    compiled as Meta-World's own constructor does (rlmtl's per-process model cache is not the simulator's)."""
     from rlmtl.build import env_settings
     from rlmtl.config import config_from_dict
     from rlmtl.envs import make_suite
@@ -164,6 +165,12 @@ def bare_env_loop(checkpoint: str, recorded: list[tuple[dict, np.ndarray]]) -> f
 
     config = config_from_dict(load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["config"])
     suite = make_suite(config.env.backend, config.env.suite)
+    if config.env.backend == "metaworld":
+        # the simulator compiles each task's model when it builds the task's first env, as a
+        # worker does: forget the models this process compiled for earlier parts
+        from rlmtl.envs import metaworld_backend
+
+        metaworld_backend._COMPILED.clear()
     start = time.perf_counter()
     envs = {}
     for row, actions in recorded:

@@ -89,6 +89,8 @@ def test_dataset_path_depends_on_collection_settings_only():
     assert base == dataset_path(load_config(None, ["train.steps=5", "weighting.name=famo"]))
     assert base != dataset_path(load_config(None, ["data.demos_per_task=7"]))
     assert base != dataset_path(load_config(None, ["data.seed=1"]))
+    assert base != dataset_path(load_config(None, ["data.steps_after_success=20"]))
+    assert base == dataset_path(load_config(None, ["data.steps_after_success=0"]))  # the default keeps cached names
     assert dataset_path(load_config(None, ["data.path=/x/y.h5"])) == Path("/x/y.h5")
 
 
@@ -277,3 +279,9 @@ def test_bad_video_episodes_is_one_line_naming_the_key(value):
 def test_video_episodes_defaults_to_three_and_may_be_zero():
     assert load_config(None).eval.video_episodes == 3
     assert load_config(None, ["eval.video_episodes=0"]).eval.video_episodes == 0
+
+
+@pytest.mark.parametrize("value, match", [("-1", "must be >= 0"), ("100001", "must be <= 100000")])
+def test_steps_after_success_is_range_checked(value, match):
+    with pytest.raises(ConfigError, match=rf"'data\.steps_after_success' {match}"):
+        load_config(None, [f"data.steps_after_success={value}"])

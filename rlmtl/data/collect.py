@@ -25,7 +25,7 @@ from rlmtl.config import RunConfig, dataset_fingerprint, dataset_path
 from rlmtl.data.attempt_journal import AttemptJournal
 from rlmtl.data.dataset import Episode, TaskRecord, check_replaceable, read_attrs, write_dataset
 from rlmtl.envs import EnvSettings, ProcessEnvs, Suite, make_suite, scene_seed
-from rlmtl.errors import DatasetError, RlmtlError
+from rlmtl.errors import ConfigError, DatasetError, RlmtlError
 from rlmtl.evaluation.rollout import run_episode
 from rlmtl.folder_lock import FolderLock
 from rlmtl.pool import Job, RobustPool, resolve_workers
@@ -40,10 +40,10 @@ def _close_collector() -> None:
     _WORKER_ENVS.close()
 
 
-def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode | None:
-    """Worker job: one expert episode; None when the expert failed. A suite without a scripted
-    expert records the demo with its own demonstrator (`Suite.record_demo`, e.g. RLBench's
-    `get_demos(live_demos=True)`)."""
+def _expert_episode(settings: EnvSettings, seed: int, attempt: int, steps_after_success: int = 0) -> Episode | None:
+    """Worker job: one expert episode (going on `steps_after_success` steps after its first
+    success); None when the expert failed. A suite without a scripted expert records the demo with
+    its own demonstrator (`Suite.record_demo`, e.g. RLBench's `get_demos(live_demos=True)`)."""
     suite, env = _WORKER_ENVS.get(settings)
     if settings not in _WORKER_EXPERTS:
         _WORKER_EXPERTS[settings] = suite.make_expert(settings.task)
@@ -53,7 +53,7 @@ def _expert_episode(settings: EnvSettings, seed: int, attempt: int) -> Episode |
             return suite.record_demo(env, seed, attempt)
         except NotImplementedError:
             raise RlmtlError(f"backend {settings.backend!r} has no scripted expert or demo recorder for task {settings.task!r}") from None
-    outcome, episode = run_episode(env, expert, seed, record=True)
+    outcome, episode = run_episode(env, expert, seed, record=True, steps_after_success=steps_after_success)
     if not outcome.success:
         return None
     assert episode is not None
@@ -80,6 +80,7 @@ def dataset_attrs(
         "seeds": seeds,
         "max_episode_steps": config.env.max_episode_steps or suite.max_episode_steps,
         "fingerprint": dataset_fingerprint(config),
+        **({"steps_after_success": config.data.steps_after_success} if config.data.steps_after_success else {}),
     }
 
 
@@ -121,6 +122,11 @@ def collect(config: RunConfig, force: bool = False, progress: bool = True) -> Pa
     check_replaceable(path)
     suite = make_suite(config.env.backend, config.env.suite)
     tasks = suite.select_tasks(config.env.tasks)  # bad names fail here, before anything is written
+    if config.data.steps_after_success and suite.make_expert(tasks[0]) is None:
+        raise ConfigError(
+            f"data.steps_after_success: suite {config.env.suite!r} records demos with its own demonstrator, which stops at "
+            f"the task's success; set it to 0, got {config.data.steps_after_success}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     with FolderLock(path.parent, "rlmtl collect", f".{path.name}.lock"):
         _collect_into(path, config, suite, tasks, progress)
@@ -156,7 +162,7 @@ def _collect_into(path: Path, config: RunConfig, suite: Suite, tasks: list[str],
                     round_attempts.append((task, attempt))
                     if (task, attempt) not in finished:
                         seed = scene_seed("train", config.data.seed, suite.task_index(task), attempt)
-                        jobs.append(Job((task, attempt), _expert_episode, (settings[task], seed, attempt), group=task))
+                        jobs.append(Job((task, attempt), _expert_episode, (settings[task], seed, attempt, config.data.steps_after_success), group=task))
                 attempts[task] += count
             if not round_attempts:
                 break

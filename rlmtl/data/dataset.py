@@ -13,8 +13,9 @@ Layout (version 1)::
         success               [T] bool (the task is solved after this step)
     /stats/<task>/<key>/      mean, std, min, max  (per vector observation key and "actions")
 
-One demo is one episode of the expert, stopped at its first success; only successful episodes
-are stored.
+One demo is one episode of the expert, stopped at its first success (or that many steps after it:
+root attr `steps_after_success`, when collected with `data.steps_after_success`); only successful
+episodes are stored.
 
 The file starts with a 512-byte HDF5 user block (ignored by HDF5) holding
 `rlmtl-dataset-sha256:<hex>`, the sha256 of the rest of the file. The reader checks it before

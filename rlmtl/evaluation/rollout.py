@@ -1,7 +1,8 @@
 """One episode of any policy (a scripted expert or the trained agent) in a `TaskEnv`.
 
 Success follows Meta-World's convention: the task solved at any step; the episode stops at the
-first success or at the env's step limit. A simulator failure ends it too: `step` may set
+first success or at the env's step limit. A demo may go on for `steps_after_success` more steps
+(within the limit), so that it shows the solved state held (`data.steps_after_success`). A simulator failure ends it too: `step` may set
 `info["failure"] = "<kind>"` (e.g. RLBench's IK error); the outcome records that kind, or
 `step_limit` for an unsolved episode that ran to the limit.
 
@@ -49,10 +50,10 @@ class EpisodeOutcome:
 
 
 def run_episode(
-    env: TaskEnv, policy: Policy, scene_seed: int, record: bool = False, video: bool = False
+    env: TaskEnv, policy: Policy, scene_seed: int, record: bool = False, video: bool = False, steps_after_success: int = 0
 ) -> tuple[EpisodeOutcome, Episode | None]:
     """Roll `policy` out from scene `scene_seed`; optionally record the steps and video frames."""
-    steps = rollout(env, scene_seed, record, video)
+    steps = rollout(env, scene_seed, record, video, steps_after_success)
     try:
         observation = next(steps)
         while True:
@@ -62,12 +63,13 @@ def run_episode(
 
 
 def rollout(
-    env: TaskEnv, scene_seed: int, record: bool = False, video: bool = False
+    env: TaskEnv, scene_seed: int, record: bool = False, video: bool = False, steps_after_success: int = 0
 ) -> Generator[Observation, np.ndarray, tuple[EpisodeOutcome, Episode | None]]:
     """One episode from scene `scene_seed`, driven from outside: it yields each observation the
     policy must act on and receives the action [A]; it returns (outcome, the recorded episode or
     None). `run_episode` drives it with a policy function; batched evaluation drives several at
-    once and answers them with one policy call."""
+    once and answers them with one policy call. After the first success it goes on for
+    `steps_after_success` steps (or to the step limit, or a failure); the outcome stays a success."""
     observation, _ = env.reset(seed=scene_seed)
     steps: dict[str, list[np.ndarray]] = {key: [] for key in observation} if record else {}
     actions: list[np.ndarray] = []
@@ -78,7 +80,8 @@ def rollout(
     truncated = False
     failure = "" if _finite(observation) else NONFINITE_OBSERVATION
     step = 0
-    while not (success or truncated or failure):
+    solved_at = -1  # the step of the first success
+    while not (truncated or failure or (solved_at >= 0 and step - solved_at >= steps_after_success)):
         action = np.asarray((yield observation), dtype=np.float32)
         if not np.isfinite(action).all():
             failure = NONFINITE_ACTION
@@ -92,14 +95,17 @@ def rollout(
         if not _finite(observation):
             success, failure = False, NONFINITE_OBSERVATION
         step += 1
+        if success and solved_at < 0:
+            solved_at = step
         if record:
             rewards.append(reward)
             successes.append(success)
         if video:
             frames.append(env.render())
-    if not success and not failure:
+    solved = solved_at >= 0 and not failure
+    if not solved and not failure:
         failure = "step_limit"
-    outcome = EpisodeOutcome(success=bool(success), steps=step, scene_seed=scene_seed, frames=frames, failure=failure)
+    outcome = EpisodeOutcome(success=solved, steps=step, scene_seed=scene_seed, frames=frames, failure=failure)
     if not record:
         return outcome, None
     episode = Episode(

@@ -54,3 +54,27 @@ def test_nan_actions_do_not_solve_metaworld_tasks(task):
     env = make_suite("metaworld", "mt10").make_env(EnvSettings("metaworld", "mt10", task))
     outcome, _ = run_episode(env, lambda observation: np.full(4, np.nan, dtype=np.float32), scene_seed=3)
     assert not outcome.success and outcome.failure == NONFINITE_ACTION
+
+
+class FlakyEnv(CredulousEnv):
+    """Solved at step 2 only (success is not sticky), and truncated at step `limit`."""
+
+    def __init__(self, limit: int = 10) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def step(self, action):
+        self.t += 1
+        return self._observation(), 0.0, self.t == 2, self.t >= self.limit, {}
+
+
+@pytest.mark.parametrize("after, steps", [(0, 2), (3, 5), (20, 10)])
+def test_a_demo_goes_on_after_its_first_success_within_the_step_limit(after, steps):
+    outcome, episode = run_episode(FlakyEnv(limit=10), lambda observation: np.zeros(2, dtype=np.float32), 1, record=True, steps_after_success=after)
+    assert outcome.success and outcome.failure == "" and outcome.steps == steps
+    assert episode is not None and len(episode.actions) == steps and episode.success.tolist() == [False, True] + [False] * (steps - 2)
+
+
+def test_a_failure_after_the_success_fails_the_demo():
+    outcome, _ = run_episode(CredulousEnv(nan_at=4), lambda observation: np.zeros(2, dtype=np.float32), 1, steps_after_success=5)
+    assert not outcome.success and outcome.failure == NONFINITE_OBSERVATION and outcome.steps == 4
