@@ -154,10 +154,11 @@ def record_actions(checkpoint: str, episodes: list[dict]) -> list[tuple[dict, np
     return recorded
 
 
-def bare_env_loop(checkpoint: str, recorded: list[tuple[dict, np.ndarray]]) -> float:
+def bare_env_loop(checkpoint: str, recorded: list[tuple[dict, np.ndarray]], compile_models: bool = True) -> float:
     """Seconds to build each task's env once and replay every episode's actions with the raw
-    Meta-World `env.step` (after rlmtl's seeded `reset`): the simulator's work alone, each task's model
-    compiled as Meta-World's own constructor does (rlmtl's per-process model cache is not the simulator's)."""
+    Meta-World `env.step` (after rlmtl's seeded `reset`): the simulator's work alone. With
+    `compile_models`, each task's model is compiled as Meta-World's own constructor does (rlmtl's
+    per-process model cache is not the simulator's; an evaluation worker compiles them too)."""
     from rlmtl.build import env_settings
     from rlmtl.config import config_from_dict
     from rlmtl.envs import make_suite
@@ -165,7 +166,7 @@ def bare_env_loop(checkpoint: str, recorded: list[tuple[dict, np.ndarray]]) -> f
 
     config = config_from_dict(load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["config"])
     suite = make_suite(config.env.backend, config.env.suite)
-    if config.env.backend == "metaworld":
+    if compile_models and config.env.backend == "metaworld":
         # the simulator compiles each task's model when it builds the task's first env, as a
         # worker does: forget the models this process compiled for earlier parts
         from rlmtl.envs import metaworld_backend
@@ -341,7 +342,9 @@ def bench_eval_parts(checkpoint: str, episodes_per_task: int, rounds: int) -> No
     steps = sum(len(actions) for _, actions in recorded)
     config = config_from_dict(load_checkpoint(resolve_checkpoint(checkpoint))["meta"]["config"])
     parts = EvalParts(checkpoint, recorded, config.eval.envs_per_worker)
-    pieces = {"bare loop": lambda: bare_env_loop(checkpoint, recorded), "bare, envs in turn": parts.bare_in_turn,
+    # the other pieces' envs are built before timing; the bare loop builds its own from the models
+    # this process compiled already (a copy per task, about 15 ms each)
+    pieces = {"bare loop": lambda: bare_env_loop(checkpoint, recorded, compile_models=False), "bare, envs in turn": parts.bare_in_turn,
               "+ env wrapper and rollout": parts.wrapper_in_turn, "+ policy (the worker's loop)": parts.batched_loop}
     seconds: dict[str, list[float]] = {name: [] for name in pieces}
     starts = []
