@@ -165,7 +165,7 @@ class EvalConfig:
     episodes_per_task: int = _field(50, "evaluation episodes per task")
     workers: int = _field(0, "rollout processes; 0 = all cores")
     envs_per_worker: int = _field(
-        8,
+        16,
         "episodes each rollout process runs at once, with one policy call per step for all of them (capped at the backend's simulators per process: RLBench 1)",
     )
     seed: int = _field(0, "seed of the evaluation scenes (a split disjoint from the demos)")

@@ -14,12 +14,14 @@ process, interleaved in rounds (the median of the per-round ratios is printed):
   timed over the same episodes in this process: the raw `env.step` in the batched worker's order
   (envs of different tasks in turn), plus rlmtl's env wrapper and rollout, plus the policy (the
   worker's loop), and the worker's start-up;
+- eval-envs (only when asked): `rlmtl eval` with 1 worker stepping 8, 16 or 32 episodes at once,
+  interleaved (the choice of the `eval.envs_per_worker` default);
 - eval-calls (only when asked): the policy calls of a 1-worker evaluation with the pool's per-task
   cap over the tasks left, and with the cap over all tasks (the rule before it);
 - standalone: `scripts/bench_standalone.py` (the task-gradient methods given a list of losses,
   against uniform, on a `ModuleList` model).
 
-    python scripts/benchmark_speed.py [CONFIG] [--only train,eval,eval-parts,eval-calls,standalone] [--checkpoint RUN_OR_CKPT]
+    python scripts/benchmark_speed.py [CONFIG] [--only train,eval,eval-parts,eval-envs,eval-calls,standalone] [--checkpoint RUN_OR_CKPT]
         [--rounds 15] [--train-steps 40] [--eval-episodes 50] [--eval-rounds 2]
 
 The evaluation uses the given checkpoint, else the main job's run folder when it exists, else a
@@ -188,12 +190,14 @@ def bare_env_loop(checkpoint: str, recorded: list[tuple[dict, np.ndarray]], comp
     return elapsed
 
 
-def rlmtl_eval(checkpoint: str, episodes_per_task: int, workers: int) -> tuple[float, list[dict]]:
+def rlmtl_eval(checkpoint: str, episodes_per_task: int, workers: int, envs_per_worker: int | None = None) -> tuple[float, list[dict]]:
+    """Seconds of `evaluate_checkpoint` (envs per worker: the default's when None) and its episodes."""
     from rlmtl.evaluation.evaluate import evaluate_checkpoint
     from rlmtl.evaluation.settings import EvalSettings
 
+    batching = {} if envs_per_worker is None else {"envs_per_worker": envs_per_worker}
     start = time.perf_counter()
-    result = evaluate_checkpoint(checkpoint, EvalSettings(episodes_per_task=episodes_per_task, workers=workers, progress=False))
+    result = evaluate_checkpoint(checkpoint, EvalSettings(episodes_per_task=episodes_per_task, workers=workers, progress=False, **batching))
     assert result is not None
     return time.perf_counter() - start, result["episodes"]
 
@@ -362,6 +366,24 @@ def bench_eval_parts(checkpoint: str, episodes_per_task: int, rounds: int) -> No
     print(f"  {'worker start-up':30s} {statistics.median(starts):6.2f} s  (spawn, imports, agent: once per worker per evaluation)")
 
 
+def bench_eval_envs(checkpoint: str, episodes_per_task: int, rounds: int, choices: tuple[int, ...] = (8, 16, 32)) -> None:
+    """`rlmtl eval` with 1 worker stepping E episodes at once, for each E in `choices`, interleaved in
+    rounds: seconds and the ratio to the first E (the policy is called once per step for all E, and
+    every env a worker steps in turn evicts the others' simulator data from the cache)."""
+    seconds: dict[int, list[float]] = {envs: [] for envs in choices}
+    successes: dict[int, set[int]] = {envs: set() for envs in choices}
+    for index in range(rounds):
+        for envs in choices if index % 2 == 0 else choices[::-1]:
+            elapsed, episodes = rlmtl_eval(checkpoint, episodes_per_task, 1, envs)
+            seconds[envs].append(elapsed)
+            successes[envs].add(sum(row["success"] for row in episodes))
+    first = statistics.median(seconds[choices[0]])
+    print(f"evaluation, envs per worker ({checkpoint}, {episodes_per_task} episodes per task, 1 worker, median of {rounds} rounds):")
+    for envs in choices:
+        median = statistics.median(seconds[envs])
+        print(f"  {envs:3d} envs per worker {median:6.1f} s  {first / median:.2f}x the speed of {choices[0]}  successes {sorted(successes[envs])}")
+
+
 CALLS_FILE_ENV = "RLMTL_BENCH_POLICY_CALLS"
 
 
@@ -424,7 +446,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "mt10.yaml"))
-    parser.add_argument("--only", default="train,eval,standalone", help="comma-separated parts: train, eval, eval-parts, eval-calls, standalone")
+    parser.add_argument("--only", default="train,eval,standalone", help="comma-separated parts: train, eval, eval-parts, eval-envs, eval-calls, standalone")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--rounds", type=int, default=15, help="rounds of the training comparison")
     parser.add_argument("--train-steps", type=int, default=40, help="steps of each side per round")
@@ -433,7 +455,7 @@ def main() -> int:
     parser.add_argument("--eval-parts-rounds", type=int, default=3, help="rounds of eval-parts (not run by default)")
     args = parser.parse_args()
     parts = set(args.only.split(","))
-    unknown = parts - {"train", "eval", "eval-parts", "eval-calls", "standalone"}
+    unknown = parts - {"train", "eval", "eval-parts", "eval-envs", "eval-calls", "standalone"}
     if unknown:
         parser.error(f"--only: unknown part(s) {sorted(unknown)}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -441,10 +463,12 @@ def main() -> int:
         config = load_config(args.config, [f"out_dir={folder / 'runs'}", "name=bench-speed"])
         if "train" in parts:
             bench_train(config, args.rounds, args.train_steps)
-        if parts & {"eval", "eval-calls", "eval-parts"}:  # one checkpoint (trained here at most once) for every eval part
+        if parts & {"eval", "eval-calls", "eval-parts", "eval-envs"}:  # one checkpoint (trained here at most once) for every eval part
             checkpoint = eval_checkpoint(args.config, args.checkpoint, folder)
         if "eval" in parts:
             bench_eval(checkpoint, args.eval_episodes, args.eval_rounds)
+        if "eval-envs" in parts:
+            bench_eval_envs(checkpoint, args.eval_episodes, args.eval_rounds)
         if "eval-calls" in parts:
             bench_eval_calls(checkpoint, args.eval_episodes)
         if "eval-parts" in parts:

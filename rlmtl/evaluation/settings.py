@@ -20,7 +20,7 @@ class EvalSettings:
 
     episodes_per_task: int
     workers: int = 0
-    envs_per_worker: int = 8
+    envs_per_worker: int = 16
     seed: int = 0
     video: bool = False
     video_episodes: int = 3
