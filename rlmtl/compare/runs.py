@@ -13,8 +13,9 @@ its folder is `<out>/runs/<setting>-<method>-seed<seed>`. Its state, read from t
   comparison stops naming it.
 
 The config digest leaves out the keys a launcher sets to fit the machine and that do not change
-results (`train.num_threads`, `eval.workers`, `data.workers`), so a run started with `parallel: 2`
-continues under `parallel: 1`.
+results (`train.num_threads`, `eval.workers`, `eval.envs_per_worker`, `data.workers`), so a run
+started with `parallel: 2` continues under `parallel: 1`, and a run recorded under another default
+of `eval.envs_per_worker` (8 before session 12) stays this spec's run.
 
 A run is executed under its lock, `<out>/state/<name>.lock` (rlmtl/folder_lock.py), by one process
 at a time, whichever launcher started it; each attempt appends a line to `<out>/state/<name>.jsonl`
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 # what training writes into a run folder before its first checkpoint (rlmtl/training/trainer.py, run_log.py)
 BEFORE_FIRST_CHECKPOINT = {"config.yaml", "tb", "metrics.jsonl", "checkpoints", ".rlmtl.lock"}
-LAUNCH_KEYS = (("train", "num_threads"), ("eval", "workers"), ("data", "workers"))
+LAUNCH_KEYS = (("train", "num_threads"), ("eval", "workers"), ("eval", "envs_per_worker"), ("data", "workers"))
 STATES = ("done", "resume", "partial", "new", "foreign")
 
 

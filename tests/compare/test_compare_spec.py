@@ -139,7 +139,8 @@ def test_run_states_from_the_folder(tmp_path):
     assert run_state(run)[0] == "new"
     run.folder.mkdir(parents=True)
     assert run_state(run)[0] == "new"  # empty
-    _write_run_config(run, **{"train.num_threads": 2, "eval.workers": 2})  # launch keys do not change the digest
+    # launch keys do not change the digest (an evaluation's results do not depend on its batching either)
+    _write_run_config(run, **{"train.num_threads": 2, "eval.workers": 2, "eval.envs_per_worker": 3})
     (run.folder / "tb").mkdir()
     assert run_state(run)[0] == "partial"
     (run.folder / "checkpoints").mkdir()
