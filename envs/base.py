@@ -53,6 +53,17 @@ class NoOptions:
     """The options of a backend that has none (the default `Backend.options_class`)."""
 
 
+def identifying_options(options: Any) -> dict[str, Any]:
+    """The backend options that name a dataset and key an episode log: every field of `options`,
+    except a field marked `fingerprint_when_set` in its metadata while it holds its default (an
+    option added later: what was cached or logged before it keeps its name)."""
+    return {
+        f.name: getattr(options, f.name)
+        for f in dataclasses.fields(options)
+        if not (f.metadata.get("fingerprint_when_set") and getattr(options, f.name) == f.default)
+    }
+
+
 @dataclass(frozen=True)
 class EnvSettings:
     """What an environment must produce: frozen, hashable and picklable, so worker processes can

@@ -412,6 +412,7 @@ def _upper_bounds(config: RunConfig) -> dict[str, tuple[int, int]]:
 
 def dataset_fingerprint(config: RunConfig) -> str:
     """A short hash of every setting that changes what `collect` writes."""
+    from rlmtl.envs.base import identifying_options
     relevant = {
         "backend": config.env.backend,
         "suite": config.env.suite,
@@ -427,8 +428,8 @@ def dataset_fingerprint(config: RunConfig) -> str:
     # the backend's options as flat keys (none for a backend without options, so its cached
     # datasets keep the names they had before backends had options)
     options = config.env.options
-    for f in dataclasses.fields(options) if options is not None else ():
-        relevant[f"options.{f.name}" if f.name in relevant else f.name] = getattr(options, f.name)
+    for name, value in (identifying_options(options) if options is not None else {}).items():
+        relevant[f"options.{name}" if name in relevant else name] = value
     blob = json.dumps(relevant, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 

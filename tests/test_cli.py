@@ -94,7 +94,7 @@ def test_list_and_config_show_parameters_and_options(capsys):
         "help": 'eta of the "sgd" lookahead; None = the optimizer\'s current learning rate.',
     }
     assert listing["weightings"]["uniform"]["parameters"] == []
-    assert listing["backend_options"]["metaworld"] == []
+    assert [row["name"] for row in listing["backend_options"]["metaworld"]] == ["camera_fovy"]
     assert [row["name"] for row in listing["backend_options"]["rlbench"]] == ["action_mode", "variation", "render_mode"]
     assert "reach-v3" in listing["backends"]["metaworld"]["mt10"]
     assert main(["list"]) == 0
@@ -118,7 +118,7 @@ def test_misspelt_plugin_keys_are_one_line_errors_at_load(tiny_config_file, caps
     assert main(["collect", config, "--no-progress", "env.options.action_mode=keyframe"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"rlmtl collect: error: {config} + overrides: 'env.options.action_mode' is not an option of backend 'metaworld' (its options: none)"
+        f"rlmtl collect: error: {config} + overrides: 'env.options.action_mode' is not an option of backend 'metaworld' (its options: camera_fovy)"
     ]
 
 

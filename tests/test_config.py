@@ -91,6 +91,8 @@ def test_dataset_path_depends_on_collection_settings_only():
     assert base != dataset_path(load_config(None, ["data.seed=1"]))
     assert base != dataset_path(load_config(None, ["data.steps_after_success=20"]))
     assert base == dataset_path(load_config(None, ["data.steps_after_success=0"]))  # the default keeps cached names
+    assert base != dataset_path(load_config(None, ["env.options.camera_fovy=30"]))
+    assert base == dataset_path(load_config(None, ["env.options.camera_fovy=0"]))  # the default keeps cached names
     assert dataset_path(load_config(None, ["data.path=/x/y.h5"])) == Path("/x/y.h5")
 
 
@@ -166,7 +168,7 @@ def test_composition_params_nested_or_flat(tiny):
 def test_backend_option_given_to_the_wrong_backend(tiny):
     with pytest.raises(ConfigError) as error:
         load_config(tiny, ["env.options.action_mode=keyframe"])
-    assert str(error.value) == f"{tiny} + overrides: 'env.options.action_mode' is not an option of backend 'metaworld' (its options: none)"
+    assert str(error.value) == f"{tiny} + overrides: 'env.options.action_mode' is not an option of backend 'metaworld' (its options: camera_fovy)"
     rlbench = ROOT / "configs" / "rlbench10.yaml"
     with pytest.raises(
         ConfigError, match=r"'env.options.bogus' is not an option of backend 'rlbench' \(its options: action_mode, variation, render_mode\)"
@@ -205,18 +207,20 @@ def test_rlbench_options_round_trip():
     again = config_from_dict(data, "checkpoint config")
     assert again == config and again.env.options == config.env.options
     metaworld = config_to_dict(load_config(None))
-    assert metaworld["env"]["options"] == {} and config_from_dict(metaworld) == load_config(None)
+    assert metaworld["env"]["options"] == {"camera_fovy": 0.0} and config_from_dict(metaworld) == load_config(None)
+    metaworld["env"]["options"] = {}  # as run folders wrote it before Meta-World had options
+    assert config_from_dict(metaworld) == load_config(None)
 
 
 def test_configs_written_before_env_options_still_load():
     """Checkpoints and run folders hold the old flat env keys (every backend had all three)."""
-    from rlmtl.envs import NoOptions
+    from rlmtl.envs.metaworld_backend import MetaWorldOptions
     from rlmtl.envs.rlbench_backend import RLBenchOptions
 
     old = config_to_dict(load_config(None))
     del old["env"]["options"]
     old["env"].update(action_mode="keyframe", variation=0, render_mode="opengl")
-    assert config_from_dict(old, "old checkpoint").env.options == NoOptions()
+    assert config_from_dict(old, "old checkpoint").env.options == MetaWorldOptions()
     old_rlbench = config_to_dict(load_config(ROOT / "configs" / "rlbench10.yaml"))
     del old_rlbench["env"]["options"]
     old_rlbench["env"].update(action_mode="joint_velocity", variation=3, render_mode="opengl3")
@@ -279,6 +283,12 @@ def test_bad_video_episodes_is_one_line_naming_the_key(value):
 def test_video_episodes_defaults_to_three_and_may_be_zero():
     assert load_config(None).eval.video_episodes == 3
     assert load_config(None, ["eval.video_episodes=0"]).eval.video_episodes == 0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "180", "true"])
+def test_camera_fovy_is_checked(value):
+    with pytest.raises(ConfigError, match=r"'env\.options\.camera_fovy'"):
+        load_config(None, [f"env.options.camera_fovy={value}"])
 
 
 @pytest.mark.parametrize("value, match", [("-1", "must be >= 0"), ("100001", "must be <= 100000")])

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rlmtl.envs import EnvSettings
+from rlmtl.envs.base import identifying_options
 from rlmtl.errors import OutputError
 
 LOG_NAME = "eval_episodes.jsonl"
@@ -48,7 +49,7 @@ def file_digest(path: str | os.PathLike) -> str:
 def settings_digest(settings: EnvSettings) -> str:
     """Digest of what changes an episode's outcome (video camera and size do not)."""
     relevant = {k: v for k, v in asdict(settings).items() if k not in ("video_camera", "video_size", "task", "options")}
-    relevant["extra"] = sorted(asdict(settings.options).items())  # the backend's options as (key, value) pairs
+    relevant["extra"] = sorted(identifying_options(settings.options).items())  # the backend's options as (key, value) pairs
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=repr).encode()).hexdigest()[:12]
 
 

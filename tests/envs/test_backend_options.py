@@ -12,6 +12,7 @@ import pytest
 from rlmtl.build import env_settings
 from rlmtl.config import load_config
 from rlmtl.envs import BACKENDS, EnvSettings, NoOptions
+from rlmtl.envs.metaworld_backend import MetaWorldOptions
 from rlmtl.envs.rlbench_backend import RLBenchOptions
 from rlmtl.evaluation.episode_log import settings_digest
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_each_backend_declares_its_options():
-    assert BACKENDS.get("metaworld").options_class is NoOptions
+    assert BACKENDS.get("metaworld").options_class is MetaWorldOptions
     assert BACKENDS.get("rlbench").options_class is RLBenchOptions
     for name in BACKENDS.names():
         options = BACKENDS.get(name).options_class
@@ -30,6 +31,10 @@ def test_each_backend_declares_its_options():
         RLBenchOptions(action_mode="teleport")
     with pytest.raises(ValueError, match="variation"):
         RLBenchOptions(variation=-2)
+    assert MetaWorldOptions() == MetaWorldOptions(camera_fovy=0.0)
+    for fovy in (float("nan"), float("inf"), -1.0, 180.0, True):
+        with pytest.raises(ValueError, match="camera_fovy"):
+            MetaWorldOptions(camera_fovy=fovy)
 
 
 def test_env_settings_carry_the_options_object():
@@ -42,8 +47,8 @@ def test_env_settings_carry_the_options_object():
     assert {settings: 1}[dataclasses.replace(settings)] == 1
     assert settings != dataclasses.replace(settings, options=RLBenchOptions(variation=3))
     assert EnvSettings("rlbench", "rlbench10", "reach_target").options == RLBenchOptions()  # None = the backend's defaults
-    assert env_settings(load_config(None), "reach-v3").options == NoOptions()
-    with pytest.raises(TypeError, match="options of backend 'metaworld' must be NoOptions, got RLBenchOptions"):
+    assert env_settings(load_config(None), "reach-v3").options == MetaWorldOptions()
+    with pytest.raises(TypeError, match="options of backend 'metaworld' must be MetaWorldOptions, got RLBenchOptions"):
         EnvSettings("metaworld", "mt10", "reach-v3", options=RLBenchOptions())
 
 
@@ -56,3 +61,7 @@ def test_settings_digests_are_those_of_before_typed_options():
     rlbench = ROOT / "configs" / "rlbench10.yaml"
     assert settings_digest(env_settings(load_config(rlbench), "reach_target")) == "286991fa7399"
     assert settings_digest(env_settings(load_config(rlbench, ["env.options.variation=2"]), "reach_target")) == "d911c1e2b371"
+    # an option added later keys episodes only when set (its default keeps the digests above)
+    zoomed = env_settings(load_config(ROOT / "configs" / "mt10_rgb.yaml", ["env.options.camera_fovy=30"]), "reach-v3")
+    assert settings_digest(zoomed) != "de4d69637d64"
+    assert settings_digest(env_settings(load_config(ROOT / "configs" / "mt10_rgb.yaml", ["env.options.camera_fovy=0"]), "reach-v3")) == "de4d69637d64"

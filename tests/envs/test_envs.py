@@ -99,6 +99,27 @@ def test_images_render_upright_and_not_blank(suite):
     assert changed["rgb_corner"].shape == (48, 48, 3)
 
 
+def test_camera_fovy_zooms_the_observation_cameras_only(suite):
+    """`env.options.camera_fovy` narrows the observation cameras' field of view on the env's own
+    model: the image changes, the physics and the other cameras do not."""
+    from rlmtl.envs.metaworld_backend import MetaWorldOptions
+
+    def first(options):
+        settings = EnvSettings("metaworld", "mt10", "push-v3", cameras=("corner",), image_size=32, options=options)
+        env = suite.make_env(settings)
+        observation, _ = env.reset(seed=3)
+        fovy = {camera: float(env._env.model.camera(camera).fovy[0]) for camera in ("corner", "corner2")}
+        env.close()
+        return observation, fovy
+
+    default, default_fovy = first(None)
+    zoomed, zoomed_fovy = first(MetaWorldOptions(camera_fovy=25.0))
+    assert default_fovy == {"corner": 45.0, "corner2": 60.0}  # Meta-World's own views
+    assert zoomed_fovy == {"corner": 25.0, "corner2": 60.0}
+    assert np.abs(zoomed["rgb_corner"].astype(int) - default["rgb_corner"].astype(int)).mean() > 5
+    np.testing.assert_array_equal(zoomed["state"], default["state"])
+
+
 def test_a_tasks_next_env_copies_the_compiled_model_and_runs_the_same(suite, monkeypatch):
     """The XML is compiled once per process; the copy each later env gets is its own and steps
     exactly as a freshly compiled one (same scene, same actions, same states)."""
