@@ -125,10 +125,9 @@ class MetaWorldTaskEnv(TaskEnv):
             model.light_castshadow[:] = 0
             model.mat_reflectance[:] = 0
             model.vis.quality.offsamples = 0
-            fovy = settings.options.camera_fovy if isinstance(settings.options, MetaWorldOptions) else 0.0
-            if fovy:  # this env's own copy of the model (`_copied_simulation`)
+            if settings.options.camera_fovy:  # on this env's own copy of the model (`_copied_simulation`)
                 for camera in settings.cameras:
-                    model.camera(camera).fovy = fovy
+                    model.camera(camera).fovy = settings.options.camera_fovy
         spaces: dict[str, gym.Space] = {
             "state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
             "proprio": gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
