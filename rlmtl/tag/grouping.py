@@ -14,6 +14,12 @@ for a served block T the best group is best(T) = max over S >= T, |S| >= 2, of s
 So the optimum is the best partition of the K tasks into at most k blocks under block value
 best(T): a dynamic program over subsets (3^K steps; K = 10 runs in about a second in numpy), that
 keeps the `top` best solutions of every state to rank alternatives.
+
+Above `EXACT_MAX_TASKS` tasks (MT50: K = 50) 3^K is out of reach, and the search keeps to groups
+that do not overlap (each group serves its own members) and finds them by local search
+(`local_search_groupings`): from seeded random partitions, move one task to another group or swap
+two tasks while the score rises. Its solutions are lower bounds of the exact optimum; with
+overlapping groups allowed, a task can only gain.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
+
+
+# the exact search's table has 2^K rows of K scores and its dynamic program 3^K steps
+EXACT_MAX_TASKS = 16
 
 
 @dataclass(frozen=True)
@@ -89,9 +99,9 @@ def search_groupings(affinity: np.ndarray, max_groups: int | None = None, top: i
         raise ValueError(f"affinity must be a square matrix over >= 2 tasks, got shape {affinity.shape}")
     if not np.isfinite(affinity).all():
         raise ValueError("affinity contains non-finite values")
-    if num_tasks > 16:
-        raise ValueError(f"exact grouping search is for K <= 16 tasks, got {num_tasks}")
     max_groups = num_tasks if max_groups is None else max_groups
+    if num_tasks > EXACT_MAX_TASKS:
+        return local_search_groupings(affinity, max_groups, top)
     best, arg = _best_blocks(_group_scores(affinity), num_tasks)
     size = 1 << num_tasks
     keep = max(top * 4, top)  # extra candidates: different block partitions can map to the same groups
@@ -179,3 +189,106 @@ def brute_force_groupings(affinity: np.ndarray, max_groups: int) -> Grouping:
             if value > best_value + 1e-12:
                 best_value, best_groups = value, tuple(sorted(_indices(m) for m in chosen))
     return Grouping(groups=best_groups, score=float(best_value) / num_tasks)
+
+
+def partition_score(affinity: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over tasks of the affinity each receives from the other members of its own group
+    (groups that do not overlap, given as a label per task [K]; every group has >= 2 members)."""
+    affinity = np.asarray(affinity, dtype=np.float64)
+    total = 0.0
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        within = affinity[np.ix_(members, members)]
+        total += (within.sum() - np.trace(within)) / (len(members) - 1)
+    return total / len(labels)
+
+
+def local_search_groupings(affinity: np.ndarray, max_groups: int, top: int = 3, restarts: int = 64, seed: int = 0) -> dict[int, list[Grouping]]:
+    """`search_groupings` for many tasks: for every k = 1..max_groups, the `top` best partitions
+    into at most k groups of >= 2 tasks that `restarts` local searches from seeded random
+    partitions reach (the same answer for the same input). A group's value is the sum over its
+    members of the mean affinity each receives from the others, W(S) / (|S| - 1) with W(S) the sum
+    of S's off-diagonal entries; a move (one task to another group) or a swap (two tasks of two
+    groups) is taken while it raises the total."""
+    affinity = np.asarray(affinity, dtype=np.float64)
+    num_tasks = affinity.shape[0]
+    symmetric = affinity + affinity.T
+    np.fill_diagonal(symmetric, 0.0)
+    rng = np.random.default_rng(seed)
+    found: dict[int, dict[tuple[tuple[int, ...], ...], float]] = {}
+    for groups in range(1, min(max_groups, num_tasks // 2) + 1):
+        solutions = found.setdefault(groups, {})
+        for _ in range(restarts):
+            labels = _improve(symmetric, _random_partition(rng, num_tasks, groups), groups)
+            key = tuple(sorted(tuple(int(i) for i in np.flatnonzero(labels == g)) for g in range(groups)))
+            solutions[key] = partition_score(affinity, labels)
+    results: dict[int, list[Grouping]] = {}
+    pool: dict[tuple[tuple[int, ...], ...], float] = {}
+    for k in range(1, max_groups + 1):
+        pool.update(found.get(k, {}))
+        ranked = sorted(pool.items(), key=lambda item: (-item[1], item[0]))[:top]
+        results[k] = [Grouping(groups=groups, score=score) for groups, score in ranked]
+    return results
+
+
+def _random_partition(rng: np.random.Generator, num_tasks: int, groups: int) -> np.ndarray:
+    """Labels [K] in 0..groups-1, every group with >= 2 tasks."""
+    labels = np.concatenate([np.repeat(np.arange(groups), 2), rng.integers(0, groups, num_tasks - 2 * groups)])
+    return rng.permutation(labels)
+
+
+def _improve(symmetric: np.ndarray, labels: np.ndarray, groups: int) -> np.ndarray:
+    """Moves and swaps of single tasks while the total value rises (first improvement, in a fixed order).
+
+    With `link[t, g]` = sum over the members b of group g (b != t) of A[t, b] + A[b, t], a group's
+    W(S) is half the sum of its members' links."""
+    labels = labels.copy()
+    onehot = np.eye(groups)[labels]  # [K, G]
+    link = symmetric @ onehot  # [K, G]
+    sizes = onehot.sum(axis=0)
+    within = 0.5 * (link * onehot).sum(axis=0)  # W(S) per group [G]
+
+    def value(w: np.ndarray, n: np.ndarray) -> float:
+        return float((w / (n - 1)).sum())
+
+    def relabel(task: int, old: int, new: int) -> None:
+        labels[task] = new
+        link[:, old] -= symmetric[:, task]
+        link[:, new] += symmetric[:, task]
+
+    improved = True
+    while improved:
+        improved = False
+        current = value(within, sizes)
+        for task in range(len(labels)):
+            old = labels[task]
+            if sizes[old] <= 2:
+                continue
+            for new in range(groups):
+                if new == old:
+                    continue
+                w, n = within.copy(), sizes.copy()
+                w[old] -= link[task, old]
+                w[new] += link[task, new]
+                n[old] -= 1
+                n[new] += 1
+                if value(w, n) > current + 1e-12:
+                    within, sizes = w, n
+                    relabel(task, old, new)
+                    current, improved = value(w, n), True
+                    break
+        for first in range(len(labels)):
+            for second in range(first + 1, len(labels)):
+                a, b = labels[first], labels[second]
+                if a == b:
+                    continue
+                pair = symmetric[first, second]
+                w = within.copy()
+                w[a] += link[second, a] - link[first, a] - pair
+                w[b] += link[first, b] - link[second, b] - pair
+                if value(w, sizes) > current + 1e-12:
+                    within = w
+                    relabel(first, a, b)
+                    relabel(second, b, a)
+                    current, improved = value(w, sizes), True
+    return labels

@@ -1,7 +1,9 @@
+import itertools
+
 import numpy as np
 import pytest
 
-from rlmtl.tag.grouping import brute_force_groupings, search_groupings
+from rlmtl.tag.grouping import brute_force_groupings, local_search_groupings, partition_score, search_groupings
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -44,3 +46,41 @@ def test_bad_input():
         search_groupings(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="non-finite"):
         search_groupings(np.full((3, 3), np.nan))
+
+
+def _best_partition_by_enumeration(affinity, max_groups):
+    """The best partition into at most `max_groups` groups of >= 2 tasks, by trying every labelling."""
+    best = -np.inf
+    for labels in itertools.product(range(max_groups), repeat=len(affinity)):
+        labels = np.asarray(labels)
+        sizes = np.bincount(labels)
+        if labels[0] == 0 and not ((sizes > 0) & (sizes < 2)).any():
+            best = max(best, partition_score(affinity, labels))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_local_search_finds_the_best_partition_of_small_problems(seed):
+    affinity = np.random.default_rng(seed).normal(size=(8, 8))
+    found = local_search_groupings(affinity, max_groups=3)
+    exact = search_groupings(affinity, max_groups=3)
+    for k in (1, 2, 3):
+        assert found[k][0].score == pytest.approx(_best_partition_by_enumeration(affinity, k), abs=1e-12)
+        assert found[k][0].score <= exact[k][0].score + 1e-12  # overlapping groups can only gain
+
+
+def test_many_tasks_use_the_local_search_and_find_planted_families():
+    # 30 tasks (beyond the exact search's 2^K table) in 3 families that help each other
+    family = np.repeat(np.arange(3), 10)
+    affinity = np.where(family[:, None] == family[None, :], 0.3, -0.2)
+    affinity += np.random.default_rng(1).normal(scale=0.1, size=affinity.shape)
+    results = search_groupings(affinity, max_groups=3)
+    assert results[3][0].groups == tuple(tuple(range(10 * f, 10 * f + 10)) for f in range(3))
+    assert search_groupings(affinity, max_groups=3)[3] == results[3]  # seeded: the same answer again
+    previous = -np.inf
+    for k, ranked in results.items():
+        scores = [g.score for g in ranked]
+        assert scores == sorted(scores, reverse=True) and scores[0] >= previous - 1e-12
+        assert all(len(g.groups) <= k and min(map(len, g.groups)) >= 2 for g in ranked)
+        assert all(sorted(i for group in g.groups for i in group) == list(range(30)) for g in ranked)
+        previous = scores[0]
