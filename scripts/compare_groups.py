@@ -2,7 +2,8 @@
 """One model for all tasks next to TAG's grouped models (k = 2, 3), as a Markdown table.
 
     python scripts/compare_groups.py [--ks 2,3] [--seeds 0] [--affinity runs/mt10-affinity-seed0/affinity.json]
-    python scripts/compare_groups.py --suite mt50    # MT50: configs/mt50.yaml for every run
+    python scripts/compare_groups.py --suite mt50 [--one-model results/compare-mt50-methods/runs/mt50-uniform-seed0/eval.json]
+        # MT50: configs/mt50.yaml for every run; --one-model reuses the finished uniform run of that seed
 
 1. The affinity run (`rlmtl affinity AFFINITY_CONFIG`) if its affinity.json is missing.
 2. One model on all tasks: `rlmtl run CONFIG` (MT10: configs/compare_default.yaml, the config of the
@@ -45,12 +46,14 @@ def rlmtl(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "rlmtl", *args, "--no-progress"], cwd=ROOT, check=True)
 
 
-def run_once(config: str, name: str, extra: list[str], seed: int) -> dict:
+def run_once(config: str, name: str, extra: list[str], seed: int, finished: Path | None = None) -> dict:
+    """The row of run `name` (`rlmtl run config *extra`), run unless done; `finished`: the eval.json
+    of a run of the same config and seed made elsewhere (e.g. by `rlmtl compare`), used instead."""
     run_dir = ROOT / "runs" / "compare" / name
-    if not (run_dir / "eval.json").is_file():
+    if finished is None and not (run_dir / "eval.json").is_file():
         resume = ["--resume"] if run_dir.is_dir() else []
         rlmtl("run", config, *extra, *resume, f"name={name}", f"train.seed={seed}")
-    result = json.loads((run_dir / "eval.json").read_text())
+    result = json.loads((finished or run_dir / "eval.json").read_text())
     row = {"success": result["overall"]["success_rate"], "per_task": {t: r["success_rate"] for t, r in result["per_task"].items()}}
     if "groups" in result:
         row["groups"] = result["groups"]["groups"]
@@ -89,16 +92,20 @@ def main() -> int:
     parser.add_argument("--ks", default="2,3")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--affinity", default="", help="affinity.json (default: runs/<suite>-affinity-seed0/affinity.json)")
+    parser.add_argument("--one-model", type=Path, default=None, help="eval.json of a finished one-model run of the same config and seed (one seed only)")
     parser.add_argument("--table-only", action="store_true", help="print the table of the results gathered so far")
     args = parser.parse_args()
     suite = SUITES[args.suite]
+    if args.one_model is not None and "," in args.seeds:
+        parser.error("--one-model stands for one seed's run: give one seed with --seeds")
     affinity = args.affinity or f"runs/{args.suite}-affinity-seed0/affinity.json"
     results = json.loads(suite.results.read_text()) if suite.results.is_file() else {}
     if not args.table_only:
         if not (ROOT / affinity).is_file():
             rlmtl("affinity", suite.affinity_config)
         for seed in [int(s) for s in args.seeds.split(",")]:
-            results[f"one model, seed {seed}"] = run_once(suite.config, f"{suite.run_prefix}-uniform-seed{seed}", [], seed)
+            one_model = run_once(suite.config, f"{suite.run_prefix}-uniform-seed{seed}", [], seed, args.one_model)
+            results[f"one model, seed {seed}"] = one_model
             write_text_atomic(suite.results, json.dumps(results, indent=1) + "\n")
             for k in [int(k) for k in args.ks.split(",")]:
                 name = f"groups-k{k}-seed{seed}" if args.suite == "mt10" else f"{suite.run_prefix}-groups-k{k}-seed{seed}"
