@@ -57,11 +57,11 @@ def test_settings_digests_are_those_of_before_typed_options():
     assert settings_digest(EnvSettings("metaworld", "mt10", "push-v3")) == "b9a9c4f7a4c1"
     cameras = EnvSettings("metaworld", "mt10", "push-v3", cameras=("corner",), image_size=84, max_episode_steps=300)
     assert settings_digest(cameras) == "44c99a61df82"
-    assert settings_digest(env_settings(load_config(ROOT / "configs" / "mt10_rgb.yaml"), "reach-v3")) == "de4d69637d64"
+    assert settings_digest(env_settings(load_config(ROOT / "configs" / "compare_rgb.yaml"), "reach-v3")) == "de4d69637d64"
     rlbench = ROOT / "configs" / "rlbench10.yaml"
     assert settings_digest(env_settings(load_config(rlbench), "reach_target")) == "286991fa7399"
     assert settings_digest(env_settings(load_config(rlbench, ["env.options.variation=2"]), "reach_target")) == "d911c1e2b371"
     # an option added later keys episodes only when set (its default keeps the digests above)
-    zoomed = env_settings(load_config(ROOT / "configs" / "mt10_rgb.yaml", ["env.options.camera_fovy=30"]), "reach-v3")
+    zoomed = env_settings(load_config(ROOT / "configs" / "compare_rgb.yaml", ["env.options.camera_fovy=30"]), "reach-v3")
     assert settings_digest(zoomed) != "de4d69637d64"
-    assert settings_digest(env_settings(load_config(ROOT / "configs" / "mt10_rgb.yaml", ["env.options.camera_fovy=0"]), "reach-v3")) == "de4d69637d64"
+    assert settings_digest(env_settings(load_config(ROOT / "configs" / "compare_rgb.yaml", ["env.options.camera_fovy=0"]), "reach-v3")) == "de4d69637d64"
