@@ -52,7 +52,7 @@ def run_once(config: str, name: str, extra: list[str], seed: int, finished: Path
     run_dir = ROOT / "runs" / "compare" / name
     if finished is None and not (run_dir / "eval.json").is_file():
         resume = ["--resume"] if run_dir.is_dir() else []
-        rlmtl("run", config, *extra, *resume, f"name={name}", f"train.seed={seed}")
+        rlmtl("run", config, *extra, *resume, f"name={name}", f"train.seed={seed}", "out_dir=runs/compare")  # where run_dir is (cwd ROOT)
     result = json.loads((finished or run_dir / "eval.json").read_text())
     row = {"success": result["overall"]["success_rate"], "per_task": {t: r["success_rate"] for t, r in result["per_task"].items()}}
     if "groups" in result:
