@@ -33,12 +33,13 @@ class Suite:
     affinity_config: str
     config: str
     results: Path
-    run_prefix: str  # run folders runs/compare/<prefix>-...
+    run_prefix: str  # the one model's run folder: runs/compare/<run_prefix>-uniform-seed<s>
+    group_prefix: str  # the grouped runs' folders: runs/compare/<group_prefix>groups-k<k>-seed<s>
 
 
 SUITES = {
-    "mt10": Suite("configs/mt10.yaml", "configs/compare_default.yaml", ROOT / "results" / "groups_comparison.json", "default"),
-    "mt50": Suite("configs/mt50.yaml", "configs/mt50.yaml", ROOT / "results" / "groups_comparison_mt50.json", "mt50"),
+    "mt10": Suite("configs/mt10.yaml", "configs/compare_default.yaml", ROOT / "results" / "groups_comparison.json", "default", ""),
+    "mt50": Suite("configs/mt50.yaml", "configs/mt50.yaml", ROOT / "results" / "groups_comparison_mt50.json", "mt50", "mt50-"),
 }
 
 
@@ -79,7 +80,10 @@ def compact_table(results: dict) -> str:
         above, below = [], []
         for task, rate in row["per_task"].items():
             gap = rate - single["per_task"][task]
-            (above if gap > 0 else below if gap < 0 else []).append(f"{task.removesuffix('-v3')} {gap:+.2f}")
+            if gap > 0:
+                above.append(f"{task.removesuffix('-v3')} {gap:+.2f}")
+            elif gap < 0:
+                below.append(f"{task.removesuffix('-v3')} {gap:+.2f}")
         lines.append(f"| {key} | **{row['success']:.3f}** | {', '.join(above) or '—'} | {', '.join(below) or '—'} |")
     return "\n".join(lines)
 
@@ -108,7 +112,7 @@ def main() -> int:
             results[f"one model, seed {seed}"] = one_model
             write_text_atomic(suite.results, json.dumps(results, indent=1) + "\n")
             for k in [int(k) for k in args.ks.split(",")]:
-                name = f"groups-k{k}-seed{seed}" if args.suite == "mt10" else f"{suite.run_prefix}-groups-k{k}-seed{seed}"
+                name = f"{suite.group_prefix}groups-k{k}-seed{seed}"
                 grouped = run_once(suite.config, name, ["--groups", affinity, "--k", str(k)], seed)
                 results[f"TAG k={k}, seed {seed}"] = grouped
                 write_text_atomic(suite.results, json.dumps(results, indent=1) + "\n")

@@ -218,7 +218,7 @@ def local_search_groupings(affinity: np.ndarray, max_groups: int, top: int = 3, 
     found: dict[int, dict[tuple[tuple[int, ...], ...], float]] = {}
     for groups in range(1, min(max_groups, num_tasks // 2) + 1):
         solutions = found.setdefault(groups, {})
-        for _ in range(restarts):
+        for _ in range(restarts if groups > 1 else 1):  # one group has one partition
             labels = _improve(symmetric, _random_partition(rng, num_tasks, groups), groups)
             key = tuple(sorted(tuple(int(i) for i in np.flatnonzero(labels == g)) for g in range(groups)))
             solutions[key] = partition_score(affinity, labels)

@@ -56,10 +56,9 @@ def plot_heatmap(tasks: list[str], matrix: np.ndarray, target: Path) -> None:
     limit = float(np.abs(off_diagonal).max()) or 1.0
     # 0.6 inch per task up to MT10's size; MT50's 50 tasks share 16 inches, in a smaller font
     side = min(0.6 * len(tasks), 16.0)
-    fontsize = 7 if len(tasks) <= 20 else 5
+    fontsize, rotation, align = (7, 45, "right") if len(tasks) <= 20 else (5, 90, "center")
     figure, axis = plt.subplots(figsize=(1.0 + side, 0.8 + side * 0.55 / 0.6))
     image = axis.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit)
-    rotation, align = (45, "right") if len(tasks) <= 20 else (90, "center")
     axis.set_xticks(range(len(tasks)), tasks, rotation=rotation, ha=align, fontsize=fontsize)
     axis.set_yticks(range(len(tasks)), tasks, fontsize=fontsize)
     axis.set_xlabel("recipient task j")
