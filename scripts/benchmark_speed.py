@@ -6,6 +6,9 @@ process, interleaved in rounds (the median of the per-round ratios is printed):
   a plain PyTorch loop of the same model written here without rlmtl: the same MLP on the state and
   a one-hot task id, K linear heads as one batched matmul, per-task MSE of tanh outputs against
   actions scaled to [-1, 1], fused AdamW, gradient clipping, batches drawn from the same tensors;
+  printed twice: rlmtl at the config's settings (its gradient-conflict diagnostics on, every
+  `diagnostics.every` steps: rounds of 100 steps hold one measurement each) and with them off (the
+  plain loop's work exactly);
 - eval: `evaluate_checkpoint` with 1 worker against a bare loop in this process over the same
   tasks, scene seeds and steps (each env built once, then `reset` and the raw Meta-World
   `env.step` replaying the actions the policy took, recorded beforehand and not timed); then 2
@@ -22,7 +25,7 @@ process, interleaved in rounds (the median of the per-round ratios is printed):
   against uniform, on a `ModuleList` model).
 
     python scripts/benchmark_speed.py [CONFIG] [--only train,eval,eval-parts,eval-envs,eval-calls,standalone] [--checkpoint RUN_OR_CKPT]
-        [--rounds 15] [--train-steps 40] [--eval-episodes 50] [--eval-rounds 2]
+        [--rounds 15] [--train-steps 100] [--eval-episodes 50] [--eval-rounds 2]
 
 The evaluation uses the given checkpoint, else the main job's run folder when it exists, else a
 model trained here for 3,000 steps (the episode lengths are then those of that policy).
@@ -99,33 +102,41 @@ def timed(step, steps: int) -> float:
 
 
 def bench_train(config, rounds: int, steps: int) -> None:
+    """rlmtl's step at the config's settings, and with the gradient-conflict diagnostics off (the plain
+    loop's work exactly: it measures no conflict), each against the plain loop, interleaved in rounds."""
+    import dataclasses
+
     from rlmtl.data.collect import collect
     from rlmtl.training.trainer import Trainer
 
     collect(config, progress=False)
-    trainer = Trainer(config, progress=False)
     if config.agent.obs_keys != ["state"] or config.agent.lowdim_encoder != "mlp" or config.agent.head_hidden_dim:
         raise SystemExit("benchmark_speed.py train: the plain loop is written for the state MLP agent with linear heads")
-    plain = PlainLoop(trainer, config.train.seed)
+    every = config.diagnostics.every
+    without = dataclasses.replace(config, name=config.name + "-nodiag", diagnostics=dataclasses.replace(config.diagnostics, every=0))
+    trainers = {"defaults": Trainer(config, progress=False), "no diagnostics": Trainer(without, progress=False)}
+    plain = PlainLoop(trainers["defaults"], config.train.seed)
+    sides = {**{name: trainer.train_step for name, trainer in trainers.items()}, "plain": plain.step}
     for _ in range(20):  # warm-up
-        trainer.train_step()
-        plain.step()
-    ratios, rlmtl_rates, plain_rates = [], [], []
-    for index in range(rounds):  # the order alternates, so neither side always runs on a cache the other warmed
-        if index % 2:
-            theirs, mine = timed(plain.step, steps), timed(trainer.train_step, steps)
-        else:
-            mine, theirs = timed(trainer.train_step, steps), timed(plain.step, steps)
-        ratios.append(theirs / mine)
-        rlmtl_rates.append(steps / mine)
-        plain_rates.append(steps / theirs)
-    trainer.release()
-    print(
-        f"training step: rlmtl {statistics.median(rlmtl_rates):.0f} steps/s, plain loop {statistics.median(plain_rates):.0f} steps/s: "
-        f"{statistics.median(ratios):.2f}x the plain loop's throughput (median of {rounds} rounds of {steps} steps, "
-        f"range {min(ratios):.2f}-{max(ratios):.2f}; batch {config.train.batch_per_task}x{len(trainer.parts.tasks)}, "
-        f"{torch.get_num_threads()} torch threads)"
-    )
+        for step in sides.values():
+            step()
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for index in range(rounds):  # the order rotates, so no side always runs on a cache another warmed
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            seconds[name].append(timed(sides[name], steps))
+    for trainer in trainers.values():
+        trainer.release()
+    plain_rate = statistics.median(steps / t for t in seconds["plain"])
+    for name in trainers:
+        ratios = [theirs / mine for theirs, mine in zip(seconds["plain"], seconds[name])]
+        what = f"diagnostics every {every} steps" if name == "defaults" and every else "no gradient-conflict diagnostics"
+        print(
+            f"training step ({what}): rlmtl {statistics.median(steps / t for t in seconds[name]):.0f} steps/s, plain loop {plain_rate:.0f} steps/s: "
+            f"{statistics.median(ratios):.2f}x the plain loop's throughput (median of {rounds} rounds of {steps} steps, "
+            f"range {min(ratios):.2f}-{max(ratios):.2f}; batch {config.train.batch_per_task}x{len(trainers[name].parts.tasks)}, "
+            f"{torch.get_num_threads()} torch threads)"
+        )
 
 
 # ---------------------------------------------------------------------------------------- eval
@@ -449,7 +460,7 @@ def main() -> int:
     parser.add_argument("--only", default="train,eval,standalone", help="comma-separated parts: train, eval, eval-parts, eval-envs, eval-calls, standalone")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--rounds", type=int, default=15, help="rounds of the training comparison")
-    parser.add_argument("--train-steps", type=int, default=40, help="steps of each side per round")
+    parser.add_argument("--train-steps", type=int, default=100, help="steps of each side per round (the default: one diagnostics interval)")
     parser.add_argument("--eval-episodes", type=int, default=50, help="per task")
     parser.add_argument("--eval-rounds", type=int, default=2)
     parser.add_argument("--eval-parts-rounds", type=int, default=3, help="rounds of eval-parts (not run by default)")

@@ -11,6 +11,7 @@ from synthetic_runs import TASKS, write_config, write_tiny_dataset
 
 from rlmtl.config import load_config
 from rlmtl.errors import RlmtlError
+from rlmtl.training.nonfinite import NonFiniteMonitor
 from rlmtl.training.trainer import Trainer
 from rlmtl.weighting import MultiTaskBackward, make_weighting
 
@@ -141,3 +142,44 @@ def test_engine_alone_flags_and_restores_without_a_host_sync():
     for key, value in balance.weighting.state_dict().items():
         assert torch.equal(value, saved[key]), key
     balance.weighting.check()
+
+
+def _flags(bad: bool, tasks: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(bad), torch.tensor(tasks)
+
+
+def test_monitor_reports_the_first_streak_that_reached_the_limit():
+    """Two streaks of the limit between two reads: the error names the first one and its tasks."""
+    monitor = NonFiniteMonitor(num_tasks=2, limit=2, device=torch.device("cpu"))
+    pattern = [(True, [True, False]), (True, [False, False]), (False, [False, False]), (True, [False, True]), (True, [False, True])]
+    for step, (bad, tasks) in enumerate(pattern, start=1):
+        monitor.record(*_flags(bad, tasks), step)
+    assert monitor.take_skipped() == 4 and monitor.take_skipped() == 0
+    with pytest.raises(RlmtlError, match=r"steps 1\.\.2 were all non-finite.*task\(s\) a\b"):
+        monitor.check(["a", "b"])
+
+
+def test_monitor_streak_continues_across_reads_and_checkpoints():
+    """A streak read in its middle (a log step), or saved and restored (a checkpoint), goes on counting."""
+    monitor = NonFiniteMonitor(num_tasks=2, limit=3, device=torch.device("cpu"))
+    monitor.record(*_flags(True, [False, True]), 1)
+    monitor.check(["a", "b"])  # below the limit
+    assert monitor.streak == 1 and monitor.streak_tasks.tolist() == [False, True]
+    restored = NonFiniteMonitor(num_tasks=2, limit=3, device=torch.device("cpu"))
+    monitor.record(*_flags(True, [True, False]), 2)
+    restored.load_state_dict(monitor.state_dict())
+    restored.record(*_flags(True, [False, False]), 3)
+    with pytest.raises(RlmtlError, match=r"steps 1\.\.3 were all non-finite.*task\(s\) a, b"):
+        restored.check(["a", "b"])
+    monitor.record(*_flags(False, [False, False]), 3)
+    assert monitor.streak == 0 and monitor.streak_tasks.tolist() == [False, False]
+    monitor.check(["a", "b"])
+
+
+def test_nonfinite_check_matches_isfinite():
+    """The engine's two-kernel check flags exactly what ~torch.isfinite flags, in every float dtype."""
+    from rlmtl.weighting.engine import _nonfinite
+
+    values = torch.tensor([0.0, 1.0, -1.0, 3e38, -3e38, float("inf"), -float("inf"), float("nan"), 1e-45])
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        assert torch.equal(_nonfinite(values.to(dtype)), ~torch.isfinite(values.to(dtype))), dtype
