@@ -114,12 +114,14 @@ def config_digest(config: "RunConfig") -> str:
 
 def plan_runs(spec: "CompareSpec") -> list[PlannedRun]:
     """Every run of `spec`, seeds outermost (a comparison stopped half-way covers every method),
-    then settings, then methods."""
+    then settings (those whose seeds hold this seed), then methods."""
     from rlmtl.config import load_config
 
     runs = []
     for seed in spec.seeds:
         for setting in spec.settings:
+            if setting.seeds is not None and seed not in setting.seeds:
+                continue
             for method in spec.methods:
                 overrides = run_overrides(spec, setting, method, seed, threads=0)
                 config = load_config(setting.config, overrides)

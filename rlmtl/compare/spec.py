@@ -4,6 +4,7 @@
     settings:                            # name -> a config file and dotted overrides
       default: {config: configs/compare_default.yaml}
       hard: {config: configs/compare_hard.yaml, overrides: [train.steps=5000]}
+      slow: {config: configs/mt10_rgb.yaml, seeds: [0]}   # optional: this setting's own seeds (a subset of `seeds`)
     methods: [uniform, famo, auto_lambda+cagrad]   # weighting names (compositions too), checked against the registry
     method_overrides:                    # optional: overrides for one method in every setting
       hydalearn: ["weighting.primary_tasks=[peg-insert-side-v3]"]
@@ -42,11 +43,13 @@ class SpecError(ConfigError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: a config file and the dotted overrides applied to it for every run."""
+    """One setting: a config file, the dotted overrides applied to it for every run, and its seeds
+    (None: the spec's `seeds`; else a subset of them, e.g. more seeds for the rows that decide a default)."""
 
     name: str
     config: str
     overrides: tuple[str, ...] = ()
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def load_spec(path: str | Path) -> CompareSpec:
     out = _string(data["out"], where, "out")
     methods = _methods(data["methods"], where)
     seeds = _seeds(data["seeds"], where)
-    settings = _settings(data["settings"], where)
+    settings = _settings(data["settings"], seeds, where)
     method_overrides = _method_overrides(data.get("method_overrides", {}), methods, where)
     baseline = _string(data.get("baseline", "uniform"), where, "baseline")
     if baseline not in methods:
@@ -194,15 +197,15 @@ def _methods(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _seeds(value: Any, where: str) -> tuple[int, ...]:
+def _seeds(value: Any, where: str, key: str = "seeds") -> tuple[int, ...]:
     if not isinstance(value, list) or not value:
-        raise SpecError(f"{where}: 'seeds' must be a non-empty list of integers >= 0, got {value!r}")
+        raise SpecError(f"{where}: {key!r} must be a non-empty list of integers >= 0, got {value!r}")
     for seed in value:
         if not _is_int(seed) or seed < 0:  # a bool is no seed (YAML's yes/no)
-            raise SpecError(f"{where}: 'seeds': {seed!r} is not an integer >= 0")
+            raise SpecError(f"{where}: {key!r}: {seed!r} is not an integer >= 0")
     duplicates = sorted({s for s in value if value.count(s) > 1})
     if duplicates:
-        raise SpecError(f"{where}: 'seeds' lists {', '.join(map(str, duplicates))} more than once (a run per seed)")
+        raise SpecError(f"{where}: {key!r} lists {', '.join(map(str, duplicates))} more than once (a run per seed)")
     return tuple(value)
 
 
@@ -218,7 +221,7 @@ def _check_overrides(overrides: tuple[str, ...], where: str, key: str) -> None:
             raise SpecError(f"{where}: {key!r}: {text!r} sets {dotted!r}, which the comparison sets for each run")
 
 
-def _settings(value: Any, where: str) -> tuple[Setting, ...]:
+def _settings(value: Any, spec_seeds: tuple[int, ...], where: str) -> tuple[Setting, ...]:
     if not isinstance(value, dict) or not value:
         raise SpecError(f"{where}: 'settings' must be a non-empty mapping of name -> {{config, overrides}}, got {value!r}")
     settings = []
@@ -226,7 +229,7 @@ def _settings(value: Any, where: str) -> tuple[Setting, ...]:
         key = f"settings.{name}"
         if not isinstance(name, str) or not SETTING_NAME.match(name):
             raise SpecError(f"{where}: {key!r}: a setting name is letters, digits, '_', '.' and '-' (it names run folders)")
-        _check_keys(entry, ("config", "overrides"), where, f"{key}.")
+        _check_keys(entry, ("config", "overrides", "seeds"), where, f"{key}.")
         if "config" not in entry:
             raise SpecError(f"{where}: {key!r} needs a 'config' (a config file)")
         config = _string(entry["config"], where, f"{key}.config")
@@ -234,7 +237,13 @@ def _settings(value: Any, where: str) -> tuple[Setting, ...]:
             raise SpecError(f"{where}: '{key}.config': {config} is not a file")
         overrides = _string_list(entry.get("overrides", []), where, f"{key}.overrides")
         _check_overrides(overrides, where, f"{key}.overrides")
-        settings.append(Setting(name, config, overrides))
+        seeds = None
+        if "seeds" in entry:
+            seeds = _seeds(entry["seeds"], where, f"{key}.seeds")
+            outside = [seed for seed in seeds if seed not in spec_seeds]
+            if outside:
+                raise SpecError(f"{where}: '{key}.seeds': {', '.join(map(str, outside))} not in the spec's 'seeds' {list(spec_seeds)}")
+        settings.append(Setting(name, config, overrides, seeds))
     return tuple(settings)
 
 

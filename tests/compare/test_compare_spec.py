@@ -127,6 +127,21 @@ def test_runs_are_seed_major_with_the_comparisons_overrides_last(tmp_path):
     assert len({r.digest for r in runs}) == 4
 
 
+def test_a_setting_may_run_a_subset_of_the_seeds(tmp_path):
+    """A setting's own `seeds` (e.g. three seeds only for the row that decides a default) plans only those."""
+    write_toy_config(tmp_path)
+    config = str(tmp_path / "toy.yaml")
+    spec = load_spec(write_spec(tmp_path, seeds=[0, 1, 2], settings={"toy": {"config": config}, "once": {"config": config, "seeds": [1]}}))
+    runs = [(r.setting, r.seed) for r in plan_runs(spec) if r.method == "uniform"]
+    assert runs == [("toy", 0), ("toy", 1), ("once", 1), ("toy", 2)]
+
+
+@pytest.mark.parametrize("seeds, needle", [([3], "'settings.once.seeds': 3 not in the spec's 'seeds' [0, 1]"), ([], "'settings.once.seeds' must be")])
+def test_a_setting_seed_outside_the_spec_seeds_is_refused(tmp_path, capsys, seeds, needle):
+    config = str(write_toy_config(tmp_path))
+    refuse(capsys, write_spec(tmp_path, seeds=[0, 1], settings={"once": {"config": config, "seeds": seeds}}), needle)
+
+
 def _write_run_config(run, **changes):
     run.folder.mkdir(parents=True, exist_ok=True)
     overrides = [*run.overrides, *(f"{k}={v}" for k, v in changes.items())]
