@@ -283,7 +283,7 @@ class MultiTaskBackward:
             if task_grads is not None:
                 # one reduction instead of an elementwise mask: any NaN/inf makes the sum non-finite
                 # (so would a sum overflowing float32, i.e. gradients near 1e38: skipping those is fine)
-                bad = bad | ~torch.isfinite(task_grads.sum())
+                bad = bad | _nonfinite(task_grads.sum())
                 if self.weighting.needs_finite_task_grads:  # solvers: a [K, P] copy per step, only for them
                     task_grads = torch.where(bad, self._stand_in(task_grads), task_grads)
             method_losses = torch.where(bad, 1.0, method_losses)
@@ -345,7 +345,7 @@ class MultiTaskBackward:
         if self.skip_nonfinite and self.found_inf is not None:
             bad = self.found_inf > 0
             if losses_after is not None:
-                bad = bad | ~torch.isfinite(losses_after).all()
+                bad = bad | _nonfinite(losses_after).any()
                 losses_after = torch.where(bad, torch.ones_like(losses_after), losses_after)
             self.weighting.after_step(losses_after, self._context)
             self._restore_state(bad)
