@@ -5,7 +5,8 @@
     python scripts/compare_groups.py --suite mt50 [--one-model results/compare-mt50-methods/runs/mt50-uniform-seed0/eval.json]
         # MT50: configs/mt50.yaml for every run; --one-model reuses the finished uniform run of that seed
 
-1. The affinity run (`rlmtl affinity AFFINITY_CONFIG`) if its affinity.json is missing.
+1. The affinity run (`rlmtl affinity AFFINITY_CONFIG`) if its affinity.json is missing (MT10:
+   configs/mt10.yaml with data.demos_per_task=50, the data of the runs below).
 2. One model on all tasks: `rlmtl run CONFIG` (MT10: configs/compare_default.yaml, the config of the
    default/uniform runs of `rlmtl compare configs/compare/mt10_weighting.yaml`).
 3. For each k: `rlmtl run CONFIG --groups AFFINITY --k k`: one model per group with the same config,
@@ -35,10 +36,13 @@ class Suite:
     results: Path
     run_prefix: str  # the one model's run folder: runs/compare/<run_prefix>-uniform-seed<s>
     group_prefix: str  # the grouped runs' folders: runs/compare/<group_prefix>groups-k<k>-seed<s>
+    affinity_overrides: tuple[str, ...] = ()  # of the affinity run
 
 
 SUITES = {
-    "mt10": Suite("configs/mt10.yaml", "configs/compare_default.yaml", ROOT / "results" / "groups_comparison.json", "default", ""),
+    "mt10": Suite(
+        "configs/mt10.yaml", "configs/compare_default.yaml", ROOT / "results" / "groups_comparison.json", "default", "", ("data.demos_per_task=50",)
+    ),
     "mt50": Suite("configs/mt50.yaml", "configs/mt50.yaml", ROOT / "results" / "groups_comparison_mt50.json", "mt50", "mt50-"),
 }
 
@@ -106,7 +110,7 @@ def main() -> int:
     results = json.loads(suite.results.read_text()) if suite.results.is_file() else {}
     if not args.table_only:
         if not (ROOT / affinity).is_file():
-            rlmtl("affinity", suite.affinity_config)
+            rlmtl("affinity", suite.affinity_config, *suite.affinity_overrides)
         for seed in [int(s) for s in args.seeds.split(",")]:
             one_model = run_once(suite.config, f"{suite.run_prefix}-uniform-seed{seed}", [], seed, args.one_model)
             results[f"one model, seed {seed}"] = one_model

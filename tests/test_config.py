@@ -229,7 +229,7 @@ def test_configs_written_before_env_options_still_load():
 
 def test_dataset_file_names_do_not_change():
     """Cached datasets keep the names they had before backends had typed options."""
-    mt10 = dataset_path(load_config(ROOT / "configs" / "mt10.yaml"))
+    mt10 = dataset_path(load_config(ROOT / "configs" / "mt10.yaml", ["data.demos_per_task=50"]))
     rlbench = ROOT / "configs" / "rlbench10.yaml"
     assert mt10.name == "mt10-state-50demos-seed0-99e69373c8.h5"
     views = "rlbench10-front-wrist-left_shoulder-right_shoulder-100demos-seed0"
